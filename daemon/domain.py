@@ -1,0 +1,78 @@
+"""Plain data that flows through the pipeline; no I/O here, so every stage can be tested alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Decoded 16 kHz mono float32 samples of one input."""
+
+    samples: np.ndarray
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+@dataclass(frozen=True)
+class SpeechSpan:
+    """A stretch of speech found by the VAD, in samples of the source audio."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    start: float
+    end: float
+    probability: float = 1.0
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One decoded Whisper segment, with times already mapped back to the source."""
+
+    index: int
+    text: str
+    start: float
+    end: float
+    words: tuple[Word, ...] = ()
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+
+
+@dataclass(frozen=True)
+class Cue:
+    """One subtitle on screen: its lines are already wrapped to the style limits."""
+
+    start: float
+    end: float
+    lines: tuple[str, ...]
+    words: tuple[Word, ...] = field(default=(), compare=False)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.lines)
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What the pipeline hands to the writer."""
+
+    language: str
+    duration: float
+    segments: tuple[Segment, ...]
+    cues: tuple[Cue, ...]
+
+    @property
+    def no_speech(self) -> bool:
+        return not self.cues

@@ -1,0 +1,262 @@
+"""The durable job queue: SQLite in WAL mode, one row per input identity.
+
+Identity is the relative path, size and mtime (the inode is recorded but not part of it: SMB and
+NFS remounts renumber inodes, and a library must not be transcribed again after a remount). A
+finished identity is never processed again; a changed file is a new identity and a new job.
+
+States: queued → running → done | failed | retry_wait (→ queued again when due) | canceled |
+skipped. A job left `running` by a crash is requeued at start, and its attempt stays charged, so
+a file that kills the process is retried `max_attempts` times and then failed, not forever.
+
+The interface is narrow on purpose (admit, claim, finish, fail, retry_later, requeue, cancel,
+queries) so that a later backend can put the queue on a shared engine. Methods are blocking and
+thread-safe; the daemon calls them from worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+STATES = ("queued", "running", "retry_wait", "done", "failed", "canceled", "skipped")
+FINAL_STATES = ("done", "failed", "canceled", "skipped")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id              TEXT PRIMARY KEY,
+    rel_path        TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    mtime_ns        INTEGER NOT NULL,
+    inode           INTEGER NOT NULL DEFAULT 0,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    started_at      REAL,
+    finished_at     REAL,
+    next_attempt_at REAL,
+    error           TEXT,
+    message         TEXT,
+    outputs         TEXT NOT NULL DEFAULT '[]',
+    language        TEXT,
+    result          TEXT,
+    audio_seconds   REAL,
+    processing_seconds REAL,
+    UNIQUE (rel_path, size, mtime_ns)
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, next_attempt_at, created_at);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Identity:
+    rel_path: str
+    size: int
+    mtime_ns: int
+    inode: int = 0
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    rel_path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    state: str
+    attempts: int
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    next_attempt_at: float | None
+    error: str | None
+    message: str | None
+    outputs: list[str]
+    language: str | None
+    result: str | None
+    audio_seconds: float | None
+    processing_seconds: float | None
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.rel_path, self.size, self.mtime_ns, self.inode)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _job(row: sqlite3.Row) -> Job:
+    data = dict(row)
+    data["outputs"] = json.loads(data["outputs"] or "[]")
+    return Job(**data)
+
+
+class Journal:
+    def __init__(self, path: Path, max_attempts: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_attempts = max_attempts
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                   timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL survives a process crash; a power cut may lose the last commits, which
+        # only means a rescan finds the file again (or skip_existing skips it).
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _tx(self) -> "_Transaction":
+        return _Transaction(self)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def recover(self) -> tuple[int, int]:
+        """After a crash: `running` jobs go back to the queue, or fail when out of attempts."""
+        now = time.time()
+        with self._tx() as db:
+            failed = db.execute(
+                "UPDATE jobs SET state='failed', error='crashed', finished_at=?, updated_at=?,"
+                " message='the daemon stopped abruptly while processing this file '"
+                " || attempts || ' times' WHERE state='running' AND attempts >= ?",
+                (now, now, self.max_attempts)).rowcount
+            requeued = db.execute(
+                "UPDATE jobs SET state='queued', updated_at=? WHERE state='running'",
+                (now,)).rowcount
+        return requeued, failed
+
+    # ---------------------------------------------------------------- intake
+
+    def known(self, identity: Identity) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM jobs WHERE rel_path=? AND size=? AND mtime_ns=?",
+                (identity.rel_path, identity.size, identity.mtime_ns)).fetchone()
+        return row is not None
+
+    def admit(self, identity: Identity, state: str = "queued",
+              message: str | None = None) -> Job | None:
+        """A new job for an unseen identity; None when this identity already has one."""
+        now = time.time()
+        job_id = secrets.token_hex(8)
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO jobs (id, rel_path, size, mtime_ns, inode, state,"
+                " created_at, updated_at, message, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (job_id, identity.rel_path, identity.size, identity.mtime_ns, identity.inode,
+                 state, now, now, message, now if state in FINAL_STATES else None))
+            if cur.rowcount == 0:
+                return None
+        return self.get(job_id)
+
+    # ---------------------------------------------------------------- work
+
+    def claim(self, now: float | None = None) -> Job | None:
+        """Take the oldest due job and mark it running, charging one attempt."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT id FROM jobs WHERE state='queued' OR (state='retry_wait' AND"
+                " next_attempt_at <= ?) ORDER BY created_at LIMIT 1", (now,)).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE jobs SET state='running', attempts=attempts+1, started_at=?,"
+                " updated_at=?, next_attempt_at=NULL WHERE id=?", (now, now, row["id"]))
+        return self.get(row["id"])
+
+    def finish(self, job_id: str, outputs: list[str], language: str | None, result: str,
+               audio_seconds: float, processing_seconds: float) -> None:
+        self._set(job_id, "done", outputs=json.dumps(outputs), language=language, result=result,
+                  audio_seconds=audio_seconds, processing_seconds=processing_seconds,
+                  error=None, message=None, finished_at=time.time())
+
+    def fail(self, job_id: str, code: str, message: str) -> None:
+        self._set(job_id, "failed", error=code, message=message, finished_at=time.time())
+
+    def retry_later(self, job_id: str, code: str, message: str, delay: float) -> None:
+        self._set(job_id, "retry_wait", error=code, message=message,
+                  next_attempt_at=time.time() + delay)
+
+    def requeue(self, job_id: str, refund: bool = True) -> None:
+        """Back to the queue; a stop is not the file's fault, so its attempt is refunded."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state='queued', updated_at=?, attempts=MAX(attempts - ?, 0)"
+                " WHERE id=?", (time.time(), 1 if refund else 0, job_id))
+
+    def cancel(self, job_id: str, reason: str) -> None:
+        self._set(job_id, "canceled", error="canceled", message=reason, finished_at=time.time())
+
+    def _set(self, job_id: str, state: str, **fields: Any) -> None:
+        fields["state"] = state
+        fields["updated_at"] = time.time()
+        names = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE jobs SET {names} WHERE id=?", (*fields.values(), job_id))
+
+    # ---------------------------------------------------------------- queries
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def list_jobs(self, state: str | None = None, limit: int = 100) -> list[Job]:
+        query, args = "SELECT * FROM jobs", []
+        if state:
+            query += " WHERE state=?"
+            args.append(state)
+        query += " ORDER BY updated_at DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            return [_job(r) for r in self._db.execute(query, args).fetchall()]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        counts = dict.fromkeys(STATES, 0)
+        counts.update({r[0]: r[1] for r in rows})
+        return counts
+
+    def next_due(self) -> float | None:
+        """When the earliest waiting retry becomes due (unix time), if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(next_attempt_at) FROM jobs WHERE state='retry_wait'").fetchone()
+        return row[0]
+
+    def iter_all(self) -> Iterator[Job]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM jobs ORDER BY created_at").fetchall()
+        return (_job(r) for r in rows)
+
+
+class _Transaction:
+    """`with journal._tx() as db:` — the lock plus BEGIN IMMEDIATE … COMMIT/ROLLBACK."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._journal._lock.acquire()
+        self._journal._db.execute("BEGIN IMMEDIATE")
+        return self._journal._db
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self._journal._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._journal._lock.release()

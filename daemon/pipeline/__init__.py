@@ -1,0 +1,90 @@
+"""The stages from a media file to a transcript, behind one small entry point.
+
+decode → VAD → Whisper (final, word timestamps) → cues. Each stage reports progress through a
+Reporter; optional stages (separation, drafts) will plug in here with null objects when off.
+Everything here is blocking and runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+from ..config import Config
+from ..domain import Segment, Transcript
+from ..models import ModelCache, WhisperSpec, load_whisper
+from ..subtitles import StyleLimits, build_cues
+from .decode import decode
+from .transcribe import transcribe
+from .vad import detect_speech
+
+# Share of the overall percentage each phase stands for (transcription dominates).
+PHASES = {"decode": (0.0, 0.10), "vad": (0.10, 0.15), "transcribe": (0.15, 0.97),
+          "write": (0.97, 1.0)}
+
+
+class Reporter(Protocol):
+    def progress(self, phase: str, fraction: float, message: str = "") -> None: ...
+
+    def segment(self, segment: Segment) -> None: ...
+
+
+class NullReporter:
+    def progress(self, phase: str, fraction: float, message: str = "") -> None:
+        pass
+
+    def segment(self, segment: Segment) -> None:
+        pass
+
+
+def overall(phase: str, fraction: float) -> float:
+    """The job's overall 0..1 progress from a phase and the fraction done within it."""
+    lo, hi = PHASES.get(phase, (0.0, 1.0))
+    return lo + (hi - lo) * min(max(fraction, 0.0), 1.0)
+
+
+def style_limits(config: Config) -> StyleLimits:
+    o = config.output
+    return StyleLimits(max_line_chars=o.max_line_chars, max_lines=o.max_lines,
+                       min_cue_seconds=o.min_cue_seconds, max_cue_seconds=o.max_cue_seconds,
+                       max_cps=o.max_cps)
+
+
+class Pipeline:
+    """Runs one file through the stages with the shared models."""
+
+    def __init__(self, config: Config, cache: ModelCache, whisper: WhisperSpec) -> None:
+        self._config = config
+        self._cache = cache
+        self._whisper = whisper
+
+    def whisper_model(self):
+        return self._cache.get(self._whisper.key, lambda: load_whisper(self._whisper))
+
+    def run(self, path: Path, cancel: threading.Event | None = None,
+            reporter: Reporter | None = None) -> Transcript:
+        rep = reporter or NullReporter()
+        rep.progress("decode", 0.0, "decoding")
+        audio = decode(path, cancel, lambda f: rep.progress("decode", f))
+        rep.progress("vad", 0.0, f"finding speech in {audio.duration:.1f} s of audio")
+        spans = detect_speech(audio, self._config.vad)
+        rep.progress("vad", 1.0, f"{len(spans)} speech spans")
+        if not spans:
+            return Transcript(self._fallback_language(), audio.duration, (), ())
+        model = self.whisper_model()
+        started = time.perf_counter()
+
+        def on_segment(seg: Segment) -> None:
+            rep.segment(seg)
+            rep.progress("transcribe", seg.end / audio.duration if audio.duration else 1.0)
+
+        result = transcribe(model, audio, spans, self._config.whisper, cancel, on_segment)
+        self._cache.record_inference(self._whisper.key, time.perf_counter() - started)
+        cues = build_cues(result.segments, style_limits(self._config), audio.duration)
+        return Transcript(result.language, audio.duration, tuple(result.segments), tuple(cues))
+
+    def _fallback_language(self) -> str:
+        lang = self._config.whisper.language
+        return lang if lang != "auto" else "und"

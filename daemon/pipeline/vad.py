@@ -1,0 +1,43 @@
+"""Speech detection with the Silero VAD that faster-whisper ships (ONNX, no torch).
+
+Running it as a stage of our own (rather than `vad_filter=True` inside `transcribe`) lets the
+daemon report it, answer "no speech" without touching Whisper, and, later, gate separation on it.
+The chunking is the same as faster-whisper's, so the transcription cost is the same as bare use.
+"""
+
+from __future__ import annotations
+
+from ..config import VadConfig
+from ..domain import Audio, SpeechSpan
+
+
+def vad_options(cfg: VadConfig):
+    from faster_whisper.vad import VadOptions
+
+    return VadOptions(
+        threshold=cfg.threshold,
+        min_silence_duration_ms=cfg.min_silence_ms,
+        speech_pad_ms=cfg.speech_pad_ms,
+        max_speech_duration_s=cfg.max_chunk_seconds,
+    )
+
+
+def load_vad() -> object:
+    """Load the ONNX model now (start-up), so the first job does not pay for it."""
+    from faster_whisper.vad import get_vad_model
+
+    return get_vad_model()
+
+
+def detect_speech(audio: Audio, cfg: VadConfig) -> list[SpeechSpan]:
+    """Speech spans in source samples, padded as configured; empty for silence or music."""
+    from faster_whisper.vad import get_speech_timestamps
+
+    if len(audio.samples) == 0:
+        return []
+    spans = get_speech_timestamps(audio.samples, vad_options(cfg), audio.sample_rate)
+    return [SpeechSpan(int(s["start"]), int(s["end"])) for s in spans]
+
+
+def speech_seconds(spans: list[SpeechSpan], sample_rate: int) -> float:
+    return sum(s.end - s.start for s in spans) / sample_rate

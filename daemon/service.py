@@ -1,0 +1,447 @@
+"""The composition root: builds every part from the Config and runs startup → loop → shutdown.
+
+Like uvicorn's server: a linear lifecycle, the first signal asks to stop (intake stops, running
+jobs are cancelled at the next safe point and requeued without charging an attempt), a second
+signal leaves at once. `burst=True` returns when the queue is empty, which makes the forever-loop
+testable, as in arq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .config import Config
+from .domain import Segment, Transcript
+from .errors import Cancelled, InputError, ModelUnavailable, SubwatchError, TransientError
+from .journal import Identity, Job, Journal
+from .logs import log_context
+from .models import ModelCache, whisper_spec
+from .pipeline import Pipeline, overall
+from .pipeline.vad import load_vad
+from .watcher import Settled, Watcher
+from .writer import Outbox, sweep_temp_files
+
+log = logging.getLogger(__name__)
+
+PROGRESS_LOG_SECONDS = 30.0  # a long job says how far it is at most this often
+
+
+class AlreadyRunning(SubwatchError):
+    code = "already_running"
+
+
+@dataclass
+class RunningJob:
+    """What /status shows of a job in progress; updated from the worker thread."""
+
+    job: Job
+    cancel: threading.Event = field(default_factory=threading.Event)
+    phase: str = "queued"
+    percent: float = 0.0
+    message: str = ""
+    started: float = field(default_factory=time.monotonic)
+    last_log: float = 0.0
+    segments: int = 0
+
+    def eta_seconds(self) -> float | None:
+        elapsed = time.monotonic() - self.started
+        if self.percent <= 1.0 or elapsed < 1.0:
+            return None
+        return round(elapsed * (100.0 - self.percent) / self.percent, 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.job.id, "input": self.job.rel_path, "phase": self.phase,
+                "percent": round(self.percent, 1), "message": self.message,
+                "eta_seconds": self.eta_seconds(), "attempt": self.job.attempts}
+
+
+class JobReporter:
+    """The pipeline's Reporter for a daemon job: keeps /status current and logs milestones."""
+
+    def __init__(self, running: RunningJob) -> None:
+        self._running = running
+
+    def progress(self, phase: str, fraction: float, message: str = "") -> None:
+        run = self._running
+        changed = phase != run.phase
+        run.phase = phase
+        run.percent = 100.0 * overall(phase, fraction)
+        if message:
+            run.message = message
+        now = time.monotonic()
+        if changed or now - run.last_log >= PROGRESS_LOG_SECONDS:
+            run.last_log = now
+            log.info("%s %.0f%%%s", phase, run.percent, f" ({message})" if message else "")
+
+    def segment(self, segment: Segment) -> None:
+        self._running.segments += 1
+
+
+class StateLock:
+    """One daemon per state_dir: two would claim the same jobs and write the same outputs."""
+
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._fh = open(state_dir / "subwatch.lock", "a+")
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._fh.close()
+            raise AlreadyRunning(
+                f"another subwatch is already running with state_dir {str(state_dir)!r}") from None
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(f"{os.getpid()}\n")
+        self._fh.flush()
+
+    def release(self) -> None:
+        self._fh.close()
+
+
+class Service:
+    def __init__(self, config: Config, burst: bool = False) -> None:
+        self.config = config
+        self.burst = burst
+        self.started_at = time.time()
+        self.ready = False
+        self.stopping = asyncio.Event()
+        self.running: dict[str, RunningJob] = {}
+        self.cache = ModelCache(config.models.cache_size)
+        self.outbox = Outbox(config.paths.outbox, config.output.name_template,
+                             config.output.formats)
+        self.journal: Journal | None = None
+        self.watcher: Watcher | None = None
+        self.pipeline: Pipeline | None = None
+        self._lock: StateLock | None = None
+        self._wake = asyncio.Event()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.jobs.workers + 2, thread_name_prefix="subwatch-job")
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._web: Any = None
+        self._signals = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, install_signals: bool = True) -> None:
+        if install_signals:
+            self._install_signals()
+        try:
+            await self.startup()
+            await self.main_loop()
+        finally:
+            await self.shutdown()
+
+    async def startup(self) -> None:
+        cfg = self.config
+        self._lock = StateLock(cfg.paths.state_dir)
+        cfg.paths.outbox.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(cfg.paths.state_dir / "journal.sqlite3", cfg.jobs.max_attempts)
+        requeued, failed = await self._blocking(self.journal.recover)
+        if requeued or failed:
+            log.warning("recovered after an abrupt stop: %d job(s) requeued, %d failed for good",
+                        requeued, failed)
+        swept = await self._blocking(sweep_temp_files, cfg.paths.outbox)
+        if swept:
+            log.info("removed %d temp file(s) left in the outbox", swept)
+        await self._prepare_models()
+        from .web import start_web
+
+        self._web = await start_web(self)
+        self.watcher = Watcher(cfg.paths.inbox, cfg.watch, self._is_known, self._admit)
+        self._tasks.append(asyncio.create_task(self.watcher.run(), name="watcher"))
+        for n in range(cfg.jobs.workers):
+            self._tasks.append(asyncio.create_task(self._worker(n), name=f"worker-{n}"))
+        self.ready = True
+        log.info("subwatch %s ready: watching %r (%s mode), writing to %r", __version__,
+                 str(cfg.paths.inbox), self.watcher.mode, str(cfg.paths.outbox))
+
+    async def _prepare_models(self) -> None:
+        """Resolve the Whisper model now: a model that cannot be had stops the start, not jobs."""
+        cfg = self.config
+        spec = await self._blocking(whisper_spec, cfg.whisper, cfg.models, cfg.jobs.workers)
+        self.pipeline = Pipeline(cfg, self.cache, spec)
+        if "vad" in cfg.models.preload:
+            await self._blocking(self.cache.get, ("vad", "silero", "cpu", "float32"), load_vad)
+        if "whisper" in cfg.models.preload:
+            await self._blocking(self.pipeline.whisper_model)
+
+    async def main_loop(self) -> None:
+        if self.burst:
+            await self._until_idle()
+        else:
+            await self.stopping.wait()
+
+    async def _until_idle(self) -> None:
+        """Burst mode: return once the watcher has nothing pending and the queue is drained."""
+        quiet = 0
+        while not self.stopping.is_set():
+            await asyncio.sleep(0.2)
+            counts = await self._blocking(self.journal.counts)
+            busy = counts["queued"] + counts["running"] + len(self.running)
+            pending = self.watcher.describe()["pending"] if self.watcher else 0
+            due = await self._blocking(self.journal.next_due)
+            quiet = quiet + 1 if not (busy or pending or due) else 0
+            if quiet >= 5:
+                return
+
+    async def shutdown(self) -> None:
+        log.info("stopping: no new files are taken")
+        self.stopping.set()
+        if self.watcher:
+            self.watcher.pause()
+        for run in self.running.values():
+            run.cancel.set()
+        workers = [t for t in self._tasks if t.get_name().startswith("worker")]
+        if workers:
+            done, pending = await asyncio.wait(workers, timeout=self.config.jobs.grace_seconds)
+            for run in list(self.running.values()):
+                log.warning("job %s did not stop within %.0f s; it will run again after restart",
+                            run.job.id, self.config.jobs.grace_seconds)
+                await self._blocking(self.journal.requeue, run.job.id)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._web is not None:
+            await self._web.cleanup()
+        if self.journal:
+            self.journal.close()
+        if self._lock:
+            self._lock.release()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        log.info("stopped")
+
+    @property
+    def threads_busy(self) -> bool:
+        """True when a worker thread is still inside a library call the process must abandon."""
+        return bool(self.running)
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second %s: leaving now", sig.name)
+            logging.shutdown()
+            os._exit(1)
+        log.info("%s received: finishing up (send it again to leave at once)", sig.name)
+        self.stopping.set()
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run blocking work off the event loop, carrying the log context into the thread."""
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, ctx.run, fn, *args)
+
+    # ------------------------------------------------------------------ intake
+
+    def _is_known(self, rel_path: str) -> bool:
+        """Called from the scan thread: is this file's current identity in the journal?"""
+        try:
+            st = os.stat(self.config.paths.inbox / rel_path)
+        except OSError:
+            return True  # gone already; nothing to do
+        return self.journal.known(Identity(rel_path, st.st_size, st.st_mtime_ns, st.st_ino))
+
+    async def _admit(self, item: Settled) -> None:
+        identity = Identity(item.rel_path, item.size, item.mtime_ns, item.inode)
+        job = await self._blocking(self._admit_blocking, identity)
+        if job is not None:
+            self._wake.set()
+
+    def _admit_blocking(self, identity: Identity) -> Job | None:
+        if self.config.jobs.skip_existing:
+            existing = self.outbox.existing_subtitle(identity.rel_path, self._known_language())
+            if existing is not None:
+                job = self.journal.admit(identity, state="skipped",
+                                         message=f"subtitle exists: {existing.name}")
+                if job:
+                    log.info("skipped %r: %s already exists", identity.rel_path, existing.name)
+                return None
+        job = self.journal.admit(identity)
+        if job:
+            log.info("queued %r as job %s", identity.rel_path, job.id)
+        return job
+
+    def _known_language(self) -> str | None:
+        w = self.config.whisper
+        if w.task == "translate":
+            return "en"
+        if w.language != "auto":
+            return w.language
+        return "en" if w.model.endswith(".en") else None
+
+    # ------------------------------------------------------------------ work
+
+    async def _worker(self, number: int) -> None:
+        while not self.stopping.is_set():
+            self._wake.clear()  # before the claim, so an admission during it is not missed
+            job = await self._blocking(self.journal.claim)
+            if job is None:
+                await self._idle_wait()
+                continue
+            with log_context(job_id=job.id):
+                await self._run_job(job)
+
+    async def _idle_wait(self) -> None:
+        due = await self._blocking(self.journal.next_due)
+        timeout = 5.0 if due is None else min(5.0, max(0.05, due - time.time()))
+        waiters = [asyncio.ensure_future(self._wake.wait()),
+                   asyncio.ensure_future(self.stopping.wait())]
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
+
+    async def _run_job(self, job: Job) -> None:
+        path = self.config.paths.inbox / job.rel_path
+        if not await self._blocking(self._inbox_available):
+            await self._blocking(self.journal.requeue, job.id)
+            await asyncio.sleep(self.config.watch.poll_interval)
+            return
+        problem = await self._blocking(self._identity_problem, job, path)
+        if problem:
+            log.info("canceled %r: %s", job.rel_path, problem)
+            await self._blocking(self.journal.cancel, job.id, problem)
+            return
+        run = RunningJob(job)
+        self.running[job.id] = run
+        log.info("started %r (attempt %d of %d)", job.rel_path, job.attempts,
+                 self.config.jobs.max_attempts)
+        try:
+            await self._process(run, path)
+        finally:
+            self.running.pop(job.id, None)
+
+    def _inbox_available(self) -> bool:
+        return self.config.paths.inbox.is_dir()
+
+    @staticmethod
+    def _identity_problem(job: Job, path: Path) -> str | None:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return "the input file is gone"
+        if (st.st_size, st.st_mtime_ns) != (job.size, job.mtime_ns):
+            return "the input file changed; its new version is a new job"
+        return None
+
+    async def _process(self, run: RunningJob, path: Path) -> None:
+        job = run.job
+        started = time.monotonic()
+        try:
+            transcript = await self._blocking(self.pipeline.run, path, run.cancel,
+                                              JobReporter(run))
+            outputs = await self._blocking(self._write, job, transcript)
+        except Cancelled as exc:
+            await self._on_cancelled(job, exc)
+        except InputError as exc:
+            await self._fail(job, exc.code, str(exc))
+        except (TransientError, ModelUnavailable) as exc:
+            await self._retry_or_fail(job, exc.code, str(exc))
+        except MemoryError:
+            await self._retry_or_fail(job, "out_of_memory", "ran out of memory")
+        except Exception as exc:  # an unexpected bug must not kill the daemon or loop forever
+            log.exception("unexpected error on %r", job.rel_path)
+            await self._retry_or_fail(job, "internal", f"{type(exc).__name__}: {exc}")
+        else:
+            elapsed = time.monotonic() - started
+            await self._done(job, transcript, outputs, elapsed)
+
+    def _write(self, job: Job, transcript: Transcript) -> list[str]:
+        if transcript.no_speech:
+            self.outbox.error_path(job.rel_path).unlink(missing_ok=True)
+            return []
+        return [str(p) for p in self.outbox.write(job.rel_path, transcript)]
+
+    async def _done(self, job: Job, transcript: Transcript, outputs: list[str],
+                    elapsed: float) -> None:
+        result = "no_speech" if transcript.no_speech else "ok"
+        await self._blocking(self.journal.finish, job.id, outputs, transcript.language, result,
+                             transcript.duration, elapsed)
+        speed = transcript.duration / elapsed if elapsed > 0 else 0.0
+        log.info("done %r: %s, %d cues, %.1f s of audio in %.1f s (%.1fx)", job.rel_path,
+                 result, len(transcript.cues), transcript.duration, elapsed, speed)
+        await self._blocking(self._after_success, job)
+
+    def _after_success(self, job: Job) -> None:
+        """on_success: keep the input, move it to inbox/.done/, or delete it."""
+        action = self.config.jobs.on_success
+        src = self.config.paths.inbox / job.rel_path
+        try:
+            if action == "move":
+                dest = self.config.paths.inbox / ".done" / job.rel_path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(src, dest)
+            elif action == "delete":
+                src.unlink()
+        except OSError as exc:
+            log.warning("could not %s %r after success: %s", action, job.rel_path,
+                        exc.strerror or exc)
+
+    async def _on_cancelled(self, job: Job, exc: Cancelled) -> None:
+        if self.stopping.is_set():
+            log.info("interrupted %r by the stop; it is back in the queue", job.rel_path)
+            await self._blocking(self.journal.requeue, job.id)
+        else:
+            log.info("canceled %r: %s", job.rel_path, exc)
+            await self._blocking(self.journal.cancel, job.id, str(exc) or "canceled")
+
+    async def _retry_or_fail(self, job: Job, code: str, message: str) -> None:
+        if job.attempts >= self.config.jobs.max_attempts:
+            await self._fail(job, code, message)
+            return
+        delay = self.config.jobs.retry_backoff_seconds * (2 ** (job.attempts - 1))
+        log.warning("attempt %d on %r failed (%s: %s); retrying in %.0f s", job.attempts,
+                    job.rel_path, code, message, delay)
+        await self._blocking(self.journal.retry_later, job.id, code, message, delay)
+
+    async def _fail(self, job: Job, code: str, message: str) -> None:
+        log.error("failed %r: %s: %s", job.rel_path, code, message)
+        await self._blocking(self.journal.fail, job.id, code, message)
+        try:
+            await self._blocking(self.outbox.write_error, job.rel_path, code, message,
+                                 job.attempts)
+        except OSError as exc:
+            log.error("cannot write the error file for %r: %s", job.rel_path,
+                      exc.strerror or exc)
+
+    # ------------------------------------------------------------------ views
+
+    def health(self) -> tuple[bool, list[str]]:
+        reasons = []
+        if self.watcher and self.watcher.state in ("unavailable", "degraded"):
+            reasons.append(self.watcher.last_error or f"watcher {self.watcher.state}")
+        if not self.ready:
+            reasons.append("starting")
+        if self.stopping.is_set():
+            reasons.append("stopping")
+        return (not reasons, reasons)
+
+    def status(self) -> dict[str, Any]:
+        counts = self.journal.counts() if self.journal else {}
+        return {
+            "version": __version__,
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+            "ready": self.ready,
+            "watcher": self.watcher.describe() if self.watcher else None,
+            "queue": counts,
+            "running": [r.as_dict() for r in self.running.values()],
+            "models": self.cache.snapshot(),
+        }

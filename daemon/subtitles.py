@@ -1,0 +1,263 @@
+"""Words with timestamps → subtitle cues within the style limits → SRT/VTT/TXT/JSON text.
+
+Pure functions only (no I/O, no clocks), so the rules people see on screen are table-tested.
+Cues are built from word times, never from Whisper's coarse segment times: a cue breaks at
+sentence ends and pauses, never holds more than `max_lines` × `max_line_chars`, lasts between
+`min_cue_seconds` and `max_cue_seconds`, and is slowed to `max_cps` by using free time around it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from .domain import Cue, Segment, Transcript, Word
+
+SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
+CLAUSE_END = (",", ";", ":", "—", "–", "，", "、", "；", "：")
+CLOSERS = "\"'”’)]»"
+PAUSE_BREAK_SECONDS = 0.6  # a silence this long between words starts a new cue
+
+
+@dataclass(frozen=True)
+class StyleLimits:
+    max_line_chars: int = 42
+    max_lines: int = 2
+    min_cue_seconds: float = 0.8
+    max_cue_seconds: float = 7.0
+    max_cps: float = 20.0
+    min_gap_seconds: float = 0.083  # two frames at 24 fps, so players never merge two cues
+
+    @property
+    def max_chars(self) -> int:
+        return self.max_line_chars * self.max_lines
+
+
+# ---------------------------------------------------------------------------- text helpers
+
+def _stripped(word: Word) -> str:
+    return word.text.strip().rstrip(CLOSERS)
+
+
+def ends_sentence(word: Word) -> bool:
+    return _stripped(word).endswith(SENTENCE_END)
+
+
+def ends_clause(word: Word) -> bool:
+    return _stripped(word).endswith(CLAUSE_END)
+
+
+def join_words(words: Sequence[Word]) -> str:
+    """Whisper words carry their own leading space (none in CJK), so concatenation is right."""
+    return "".join(w.text for w in words).strip()
+
+
+def wrap(words: Sequence[Word], limits: StyleLimits) -> tuple[str, ...] | None:
+    """Balanced lines for these words, or None when they cannot fit the limits.
+
+    The narrowest width that still fits in `max_lines` greedy lines gives lines of similar
+    length, which avoids a lonely last word on the second line whenever that is possible.
+    """
+    text = join_words(words)
+    if len(text) <= limits.max_line_chars:
+        return (text,) if text else None
+    tokens = [w.text for w in words]
+    lower = math.ceil(len(text) / limits.max_lines)
+    for width in range(lower, limits.max_line_chars + 1):
+        lines = _greedy_lines(tokens, width)
+        if lines is not None and len(lines) <= limits.max_lines:
+            return tuple(lines)
+    return None
+
+
+def _greedy_lines(tokens: Sequence[str], width: int) -> list[str] | None:
+    lines: list[str] = []
+    current = ""
+    for token in tokens:
+        candidate = (current + token) if current else token.lstrip()
+        if len(candidate.strip()) <= width:
+            current = candidate
+            continue
+        if not current:
+            return None  # one token wider than the line
+        lines.append(current.strip())
+        current = token.lstrip()
+        if len(current) > width:
+            return None
+    if current.strip():
+        lines.append(current.strip())
+    return lines
+
+
+def _hard_wrap(words: Sequence[Word], limits: StyleLimits) -> tuple[str, ...]:
+    """Last resort for a single token longer than a line (a URL, a run of CJK characters)."""
+    text = join_words(words)
+    n = limits.max_line_chars
+    return tuple(text[i:i + n] for i in range(0, len(text), n))[: limits.max_lines]
+
+
+# ---------------------------------------------------------------------------- grouping
+
+def flatten_words(segments: Iterable[Segment]) -> list[Word]:
+    words = [w for seg in segments for w in seg.words if w.text.strip()]
+    return sorted(words, key=lambda w: (w.start, w.end))
+
+
+def group_words(words: Sequence[Word], limits: StyleLimits) -> list[list[Word]]:
+    """Split a word stream into cue-sized groups at the most natural points."""
+    groups: list[list[Word]] = []
+    current: list[Word] = []
+    for word in words:
+        if current and _hard_break(current[-1], word):
+            groups.append(current)
+            current = []
+        candidate = current + [word]
+        if current and not _fits(candidate, limits):
+            keep = _best_split(current, limits)
+            groups.append(current[:keep])
+            current = current[keep:]
+            while current and not _fits(current + [word], limits):
+                groups.append(current)  # the tail alone is still too long: close it
+                current = []
+        current.append(word)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _hard_break(previous: Word, word: Word) -> bool:
+    return ends_sentence(previous) or (word.start - previous.end) >= PAUSE_BREAK_SECONDS
+
+
+def _fits(words: Sequence[Word], limits: StyleLimits) -> bool:
+    if words[-1].end - words[0].start > limits.max_cue_seconds:
+        return False
+    return wrap(words, limits) is not None
+
+
+def _best_split(words: Sequence[Word], limits: StyleLimits) -> int:
+    """Where to end a full cue: after a clause or a pause, late rather than early."""
+    best, best_score = len(words), -math.inf
+    for k in range(1, len(words) + 1):
+        score = k / len(words)  # prefer fuller cues
+        if k < len(words):
+            gap = words[k].start - words[k - 1].end
+            score += min(gap, 0.5) * 4
+            if ends_clause(words[k - 1]):
+                score += 1.0
+            if len(words) - k == 1:
+                score -= 0.5  # a single word carried over reads badly
+        if score > best_score:
+            best, best_score = k, score
+    return best
+
+
+def _merge_short(groups: list[list[Word]], limits: StyleLimits) -> list[list[Word]]:
+    """Join a cue too short to read with its neighbour when the pair still fits."""
+    merged: list[list[Word]] = []
+    for group in groups:
+        if merged and _too_short(merged[-1], group, limits) and _fits(merged[-1] + group, limits):
+            merged[-1] = merged[-1] + group
+        else:
+            merged.append(group)
+    return merged
+
+
+def _too_short(group: list[Word], following: list[Word], limits: StyleLimits) -> bool:
+    room = following[0].start - limits.min_gap_seconds - group[0].start
+    needed = max(limits.min_cue_seconds, len(join_words(group)) / limits.max_cps)
+    return room < needed
+
+
+# ---------------------------------------------------------------------------- timing
+
+def build_cues(segments: Iterable[Segment], limits: StyleLimits,
+               duration: float | None = None) -> list[Cue]:
+    """The whole cue builder: words → groups → timed, wrapped cues."""
+    words = flatten_words(segments)
+    if not words:
+        return []
+    groups = _merge_short(group_words(words, limits), limits)
+    cues = [Cue(start=g[0].start, end=max(g[-1].end, g[0].start), lines=_lines(g, limits),
+                words=tuple(g)) for g in groups]
+    return _retime(cues, limits, duration)
+
+
+def _lines(words: Sequence[Word], limits: StyleLimits) -> tuple[str, ...]:
+    return wrap(words, limits) or _hard_wrap(words, limits)
+
+
+def _retime(cues: list[Cue], limits: StyleLimits, duration: float | None) -> list[Cue]:
+    """Give each cue enough time to be read, taking free time after it first, then before."""
+    end_of_media = duration if duration is not None else math.inf
+    out: list[Cue] = []
+    for i, cue in enumerate(cues):
+        prev_end = out[-1].end if out else -math.inf
+        next_start = cues[i + 1].start if i + 1 < len(cues) else math.inf
+        latest_end = min(next_start - limits.min_gap_seconds, end_of_media)
+        earliest_start = max(prev_end + limits.min_gap_seconds, 0.0)
+        start = max(cue.start, earliest_start)
+        needed = min(limits.max_cue_seconds,
+                     max(limits.min_cue_seconds, len(cue.text) / limits.max_cps))
+        end = max(cue.end, min(start + needed, latest_end))
+        if end - start < needed:
+            start = max(earliest_start, min(start, end - needed))
+        end = min(end, start + limits.max_cue_seconds, end_of_media)
+        out.append(Cue(start=round(start, 3), end=round(max(end, start), 3),
+                       lines=cue.lines, words=cue.words))
+    return out
+
+
+# ---------------------------------------------------------------------------- formats
+
+def _clock(seconds: float, sep: str) -> str:
+    ms = max(0, int(round(seconds * 1000)))
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def to_srt(cues: Sequence[Cue]) -> str:
+    blocks = [f"{i}\n{_clock(c.start, ',')} --> {_clock(c.end, ',')}\n" + "\n".join(c.lines)
+              for i, c in enumerate(cues, 1)]
+    return "\n\n".join(blocks) + ("\n" if blocks else "")
+
+
+def to_vtt(cues: Sequence[Cue]) -> str:
+    blocks = [f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n" + "\n".join(c.lines)
+              for c in cues]
+    return "WEBVTT\n\n" + "\n\n".join(blocks) + ("\n" if blocks else "")
+
+
+def to_txt(cues: Sequence[Cue]) -> str:
+    return "".join(c.text + "\n" for c in cues)
+
+
+def to_json(transcript: Transcript) -> str:
+    def word(w: Word) -> dict[str, object]:
+        return {"word": w.text, "start": w.start, "end": w.end, "probability": w.probability}
+    data = {
+        "language": transcript.language,
+        "duration": transcript.duration,
+        "cues": [{"start": c.start, "end": c.end, "text": c.text, "lines": list(c.lines)}
+                 for c in transcript.cues],
+        "segments": [{"start": s.start, "end": s.end, "text": s.text,
+                      "words": [word(w) for w in s.words]} for s in transcript.segments],
+    }
+    return json.dumps(data, ensure_ascii=False, indent=1) + "\n"
+
+
+def render(fmt: str, transcript: Transcript) -> str:
+    """The text of one output format."""
+    if fmt == "srt":
+        return to_srt(transcript.cues)
+    if fmt == "vtt":
+        return to_vtt(transcript.cues)
+    if fmt == "txt":
+        return to_txt(transcript.cues)
+    if fmt == "json":
+        return to_json(transcript)
+    raise ValueError(f"unknown output format {fmt!r}")
