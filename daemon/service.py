@@ -112,14 +112,15 @@ class StateLock:
 
 
 class Service:
-    def __init__(self, config: Config, burst: bool = False) -> None:
+    def __init__(self, config: Config, burst: bool = False,
+                 cache: ModelCache | None = None) -> None:
         self.config = config
         self.burst = burst
         self.started_at = time.time()
         self.ready = False
         self.stopping = asyncio.Event()
         self.running: dict[str, RunningJob] = {}
-        self.cache = ModelCache(config.models.cache_size)
+        self.cache = cache or ModelCache(config.models.cache_size)
         self.outbox = Outbox(config.paths.outbox, config.output.name_template,
                              config.output.formats)
         self.journal: Journal | None = None
