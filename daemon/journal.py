@@ -146,6 +146,13 @@ class Journal:
                 (identity.rel_path, identity.size, identity.mtime_ns)).fetchone()
         return row is not None
 
+    def outputs_of(self, rel_path: str) -> set[str]:
+        """Every output path earlier jobs of this input path wrote (to tell ours from others')."""
+        with self._lock:
+            rows = self._db.execute("SELECT outputs FROM jobs WHERE rel_path=? AND state='done'",
+                                    (rel_path,)).fetchall()
+        return {out for row in rows for out in json.loads(row[0] or "[]")}
+
     def admit(self, identity: Identity, state: str = "queued",
               message: str | None = None) -> Job | None:
         """A new job for an unseen identity; None when this identity already has one."""

@@ -199,7 +199,9 @@ class Service:
                 return
 
     async def shutdown(self) -> None:
-        log.info("stopping: no new files are taken")
+        was_ready, self.ready = self.ready, False
+        if was_ready:
+            log.info("stopping: no new files are taken")
         self.stopping.set()
         if self.watcher:
             self.watcher.pause()
@@ -222,7 +224,8 @@ class Service:
         if self._lock:
             self._lock.release()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        log.info("stopped")
+        if was_ready:
+            log.info("stopped")
 
     @property
     def threads_busy(self) -> bool:
@@ -270,7 +273,10 @@ class Service:
     def _admit_blocking(self, identity: Identity) -> Job | None:
         if self.config.jobs.skip_existing:
             existing = self.outbox.existing_subtitle(identity.rel_path, self._known_language())
-            if existing is not None:
+            # our own subtitle for an earlier version of this file does not count: a changed
+            # file is a new identity and is transcribed again
+            if existing is not None and str(existing) not in self.journal.outputs_of(
+                    identity.rel_path):
                 job = self.journal.admit(identity, state="skipped",
                                          message=f"subtitle exists: {existing.name}")
                 if job:
@@ -429,10 +435,10 @@ class Service:
         reasons = []
         if self.watcher and self.watcher.state in ("unavailable", "degraded"):
             reasons.append(self.watcher.last_error or f"watcher {self.watcher.state}")
-        if not self.ready:
-            reasons.append("starting")
         if self.stopping.is_set():
             reasons.append("stopping")
+        elif not self.ready:
+            reasons.append("starting")
         return (not reasons, reasons)
 
     def status(self) -> dict[str, Any]:

@@ -226,6 +226,7 @@ class Watcher:
                     await self._full_scan()
                     next_scan = now + self._rescan_interval()
                 self.check_observer()
+                await self._check_root()
                 await self._settle()
                 await self._wait(self._tick_interval())
         finally:
@@ -256,6 +257,17 @@ class Watcher:
         for rel in unknown:
             self._settler.add(rel)
 
+    async def _check_root(self) -> None:
+        """One stat of the inbox per tick: a share that unmounts is noticed within a second,
+        and one that comes back is rescanned at once."""
+        try:
+            await asyncio.to_thread(self.inbox.stat)
+        except OSError as exc:
+            self._set_unavailable(exc)
+            return
+        if self.state == "unavailable":
+            self._rescan_now.set()
+
     def _scan_unknown(self) -> list[str]:
         return [rel for rel in scan(self.inbox, self.cfg) if not self._is_known(rel)]
 
@@ -285,8 +297,10 @@ class Watcher:
 
     def _take_hint(self, path: str) -> None:
         full = Path(path)
-        if full.is_dir():
-            self._rescan_now.set()  # a folder moved in whole may bring files without events
+        if full == self.inbox or full.is_dir():
+            # the inbox itself moved or vanished, or a folder moved in whole (its files bring no
+            # events of their own): look again now
+            self._rescan_now.set()
             return
         rel = relative_inside(self.inbox, full)
         if rel is not None and is_candidate_name(rel, self.cfg.extensions):

@@ -37,6 +37,31 @@ SENTENCES = [
     "She likes to read books in the garden.",
 ]
 
+# Distinct sentences for long files: repeated text would trip Whisper's compression-ratio
+# fallback and test the sampler rather than the daemon.
+LONG_SENTENCES = [
+    "The train to the city leaves from the second platform.",
+    "Our neighbours painted their front door bright green.",
+    "He forgot his umbrella at the office again.",
+    "The children played football in the park until dark.",
+    "A cup of hot tea is the best way to start the morning.",
+    "The museum opens at ten and closes late on Fridays.",
+    "She wrote a long letter to her grandmother in Spain.",
+    "The old bridge over the river was closed for repairs.",
+    "We planted tomatoes and beans behind the house.",
+    "The teacher asked everyone to read the first chapter.",
+    "Fresh bread from the bakery smells wonderful.",
+    "The cat slept on the warm windowsill all afternoon.",
+    "They drove along the coast and stopped for lunch.",
+    "My phone battery always dies at the worst moment.",
+    "The library has a quiet room for studying.",
+    "Snow covered the mountains early this year.",
+    "He fixed the broken chair with glue and a few nails.",
+    "The concert was cancelled because of the storm.",
+    "Please turn off the lights when you leave.",
+    "The doctor said I should drink more water.",
+]
+
 
 def wer(reference: str, hypothesis: str) -> float:
     """Word error rate with the same normalisation on both sides (case, punctuation)."""
@@ -117,6 +142,7 @@ class DaemonProcess:
         }
         for name, values in tables.items():
             config.setdefault(name, {}).update(values)
+        self.port = config["http"]["port"]
         self.config_path = write_toml(root / "config.toml", config)
         (root / "inbox").mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None

@@ -1,0 +1,106 @@
+"""The real pipeline: real decoding, Silero VAD and the real tiny.en model on espeak-ng speech."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import wer
+from media import FORMATS, SR, Speech, encode, write_wav
+
+from daemon.errors import Cancelled, InputError
+from daemon.pipeline import Pipeline, style_limits
+from daemon.pipeline.decode import decode
+from test_subtitles import assert_within_limits
+
+
+def check_transcript(transcript, speech: Speech, limits) -> None:
+    text = " ".join(c.text for c in transcript.cues)
+    assert wer(speech.text, text) <= 0.25, text
+    for onset in speech.onsets:
+        assert any(abs(c.start - onset) <= 1.0 for c in transcript.cues), (onset, transcript.cues)
+    starts = [c.start for c in transcript.cues]
+    assert starts == sorted(starts)
+    assert transcript.cues[-1].end <= speech.duration + 0.05
+    assert_within_limits(list(transcript.cues), limits, duration=transcript.duration)
+
+
+def test_speech_to_cues(pipeline: Pipeline, speech_wav: Path, speech: Speech) -> None:
+    transcript = pipeline.run(speech_wav)
+    assert transcript.language == "en"
+    assert abs(transcript.duration - speech.duration) < 0.05
+    check_transcript(transcript, speech, style_limits(pipeline._config))
+
+
+@pytest.mark.parametrize("ext", sorted(FORMATS))
+def test_every_container(pipeline: Pipeline, short_speech: Speech, tmp_path: Path,
+                         ext: str) -> None:
+    path = encode(tmp_path / f"clip.{ext}", short_speech.samples)
+    transcript = pipeline.run(path)
+    text = " ".join(c.text for c in transcript.cues)
+    assert wer(short_speech.text, text) <= 0.25, (ext, text)
+
+
+def test_silence_gives_no_text(pipeline: Pipeline, tmp_path: Path) -> None:
+    path = write_wav(tmp_path / "silence.wav", np.zeros(SR * 8, np.float32))
+    transcript = pipeline.run(path)
+    assert transcript.no_speech and transcript.cues == ()
+
+
+def test_noise_floor_gives_no_text(pipeline: Pipeline, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    path = write_wav(tmp_path / "hiss.wav", (rng.standard_normal(SR * 6) * 0.003)
+                     .astype(np.float32))
+    assert pipeline.run(path).no_speech
+
+
+@pytest.mark.parametrize("name, make, code", [
+    ("empty.mp4", lambda p: p.write_bytes(b""), "empty_file"),
+    ("text.mp4", lambda p: p.write_text("this is not a video\n" * 50), "not_media"),
+    ("random.mkv", lambda p: p.write_bytes(os.urandom(64 * 1024)), "not_media"),
+])
+def test_bad_inputs_are_permanent_errors(pipeline: Pipeline, tmp_path: Path, name: str,
+                                         make, code: str) -> None:
+    path = tmp_path / name
+    make(path)
+    with pytest.raises(InputError) as info:
+        pipeline.run(path)
+    assert info.value.code == code and str(info.value)
+
+
+def test_truncated_mp4_and_video_without_audio(pipeline: Pipeline, short_speech: Speech,
+                                               tmp_path: Path) -> None:
+    full = encode(tmp_path / "full.mp4", short_speech.samples)
+    data = full.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError):
+        pipeline.run(tmp_path / "cut.mp4")
+    silent_video = encode(tmp_path / "novoice.mp4", None, video_seconds=2)
+    with pytest.raises(InputError) as info:
+        pipeline.run(silent_video)
+    assert info.value.code == "no_audio" and "video" in str(info.value)
+
+
+def test_cancel_is_honoured(pipeline: Pipeline, speech_wav: Path) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        pipeline.run(speech_wav, cancel)
+
+
+def test_decode_resamples_to_16k_mono(short_speech: Speech, tmp_path: Path) -> None:
+    audio = decode(encode(tmp_path / "s.flac", short_speech.samples))
+    assert audio.sample_rate == 16000 and audio.samples.dtype == np.float32
+    assert audio.samples.ndim == 1 and abs(audio.duration - short_speech.duration) < 0.05
+
+
+def test_model_loaded_once_across_files(pipeline: Pipeline, short_wav: Path) -> None:
+    pipeline.run(short_wav)
+    pipeline.run(short_wav)
+    stats = pipeline._cache.snapshot()["stats"]
+    whisper = next(v for k, v in stats.items() if k.startswith("whisper"))
+    assert whisper["load_count"] == 1 and whisper["hits"] >= 1
+
