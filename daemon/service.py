@@ -165,6 +165,7 @@ class Service:
         self._tasks.append(asyncio.create_task(self.watcher.run(), name="watcher"))
         for n in range(cfg.jobs.workers):
             self._tasks.append(asyncio.create_task(self._worker(n), name=f"worker-{n}"))
+        await self.watcher.first_scan_done.wait()  # ready means: what was there is queued
         self.ready = True
         log.info("subwatch %s ready: watching %r (%s mode), writing to %r", __version__,
                  str(cfg.paths.inbox), self.watcher.mode, str(cfg.paths.outbox))

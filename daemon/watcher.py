@@ -199,6 +199,7 @@ class Watcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rescan_now = asyncio.Event()
         self._paused = False
+        self.first_scan_done = asyncio.Event()
 
     # -- public
 
@@ -247,13 +248,17 @@ class Watcher:
             pass
 
     async def _full_scan(self) -> None:
+        # The observer starts before the walk: a file created during the walk then shows up as
+        # an event or in the walk, never in neither.
+        if self.state != "watching":
+            await asyncio.to_thread(self._start_observer)
         try:
             unknown = await asyncio.to_thread(self._scan_unknown)
         except OSError as exc:
-            self._set_unavailable(exc)
+            await self._set_unavailable(exc)
             return
-        if self.state != "watching":
-            await asyncio.to_thread(self._start_observer)
+        finally:
+            self.first_scan_done.set()
         for rel in unknown:
             self._settler.add(rel)
 
@@ -263,7 +268,7 @@ class Watcher:
         try:
             await asyncio.to_thread(self.inbox.stat)
         except OSError as exc:
-            self._set_unavailable(exc)
+            await self._set_unavailable(exc)
             return
         if self.state == "unavailable":
             self._rescan_now.set()
@@ -271,13 +276,13 @@ class Watcher:
     def _scan_unknown(self) -> list[str]:
         return [rel for rel in scan(self.inbox, self.cfg) if not self._is_known(rel)]
 
-    def _set_unavailable(self, exc: OSError) -> None:
+    async def _set_unavailable(self, exc: OSError) -> None:
         if self.state != "unavailable":
             log.error("inbox %r is unavailable (%s); will keep trying", str(self.inbox),
                       exc.strerror or exc)
         self.state = "unavailable"
         self.last_error = f"inbox unavailable: {exc.strerror or exc}"
-        self._stop_observer()
+        await asyncio.to_thread(self._stop_observer)
 
     async def _settle(self) -> None:
         hints, self._hints = self._hints, set()

@@ -1,0 +1,225 @@
+"""The event bus (design §8): typed events, bounded history, replay after an id, fair fan-out.
+
+Every event gets a global, strictly increasing integer id. Ids start above both the last id of
+the previous run (kept in the journal) and the current time in milliseconds, so they never go
+backwards across restarts and a client's Last-Event-ID from before a restart stays meaningful.
+
+Publishing never blocks: it may be called from worker threads, assigns the id under a lock,
+records history, and hands fan-out to the event loop. Each subscriber has a bounded buffer; when
+it is full, progress events (priority 0) are dropped first; if a final subtitle or a signal would
+have to be dropped, the subscriber is disconnected instead (it can reconnect and replay from
+history), so a slow reader never slows the pipeline or the other readers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+log = logging.getLogger(__name__)
+
+PRIORITY_PROGRESS, PRIORITY_FINAL, PRIORITY_SIGNAL = 0, 1, 2
+GLOBAL_HISTORY_FACTOR = 10  # the global ring holds this many times a job's history
+
+
+def priority_of(event_type: str) -> int:
+    if event_type.startswith("progress."):
+        return PRIORITY_PROGRESS
+    if event_type.startswith("signal."):
+        return PRIORITY_SIGNAL
+    return PRIORITY_FINAL
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    type: str
+    job_id: str | None
+    timestamp: float
+    payload: dict[str, Any]
+    priority: int
+
+    def data(self) -> dict[str, Any]:
+        """The SSE `data:` object (contract: job_id, type, timestamp, payload, at least)."""
+        return {"id": self.id, "job_id": self.job_id, "type": self.type,
+                "timestamp": self.timestamp, "payload": self.payload, "priority": self.priority}
+
+    def history_item(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, "payload": self.payload,
+                "timestamp": self.timestamp}
+
+
+def matches_types(event_type: str, types: Iterable[str] | None) -> bool:
+    """`types` entries match exactly, or by prefix when they end in `*` (e.g. progress.*)."""
+    if not types:
+        return True
+    return any(event_type == t or (t.endswith("*") and event_type.startswith(t[:-1]))
+               for t in types)
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One reader's bounded buffer, filled on the event loop and drained by its SSE handler."""
+
+    job_id: str | None
+    capacity: int
+    buffer: deque[Event] = field(default_factory=deque)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+    reason: str = ""
+    dropped: int = 0
+
+    def offer(self, event: Event) -> None:
+        if self.closed or (self.job_id is not None and event.job_id != self.job_id):
+            return
+        if len(self.buffer) >= self.capacity and not self._drop_oldest_progress():
+            if event.priority == PRIORITY_PROGRESS:
+                self.dropped += 1  # nothing older to drop: this progress update goes
+                return
+            self.close("too slow: its buffer filled with events that may not be dropped")
+            return
+        self.buffer.append(event)
+        self.wakeup.set()
+
+    def _drop_oldest_progress(self) -> bool:
+        for i, queued in enumerate(self.buffer):
+            if queued.priority == PRIORITY_PROGRESS:
+                del self.buffer[i]
+                self.dropped += 1
+                return True
+        return False
+
+    def close(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self.reason = reason
+            self.wakeup.set()
+
+    async def next_batch(self, timeout: float | None = None) -> list[Event]:
+        """Wait for events (or close); return what is buffered now."""
+        if not self.buffer and not self.closed:
+            self.wakeup.clear()
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), timeout)
+            except asyncio.TimeoutError:
+                return []
+        batch = list(self.buffer)
+        self.buffer.clear()
+        return batch
+
+
+class EventBus:
+    def __init__(self, history_size: int = 1000, first_id: int = 0,
+                 subscriber_capacity: int = 2000) -> None:
+        self._lock = threading.Lock()
+        self._next_id = max(first_id, int(time.time() * 1000)) + 1
+        self._history_size = history_size
+        self._per_job: dict[str, deque[Event]] = {}
+        self._global: deque[Event] = deque(maxlen=history_size * GLOBAL_HISTORY_FACTOR)
+        self._subscribers: set[Subscriber] = set()
+        self._capacity = subscriber_capacity
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.published = 0
+        self.on_publish: list[Callable[[Event], None]] = []
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    @property
+    def last_id(self) -> int:
+        return self._next_id - 1
+
+    # ------------------------------------------------------------------ publishing
+
+    def publish(self, event_type: str, job_id: str | None,
+                payload: dict[str, Any] | None = None) -> Event:
+        """Record and fan out one event; safe from any thread, never blocks on readers."""
+        with self._lock:
+            event = Event(self._next_id, event_type, job_id, round(time.time(), 3),
+                          payload or {}, priority_of(event_type))
+            self._next_id += 1
+            self._global.append(event)
+            if job_id is not None:
+                self._job_history(job_id).append(event)
+            self.published += 1
+            self._schedule(event)  # under the lock, so fan-out keeps id order
+        for hook in self.on_publish:
+            hook(event)
+        return event
+
+    def _job_history(self, job_id: str) -> deque[Event]:
+        history = self._per_job.get(job_id)
+        if history is None:
+            history = self._per_job[job_id] = deque(maxlen=self._history_size)
+            self._forget_old_jobs()
+        return history
+
+    def _forget_old_jobs(self) -> None:
+        """Keep histories for the most recent jobs only (a 200-file drop must not grow forever)."""
+        limit = self._history_size
+        while len(self._per_job) > limit:
+            self._per_job.pop(next(iter(self._per_job)))
+
+    def _schedule(self, event: Event) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._fan_out(event)
+        else:
+            loop.call_soon_threadsafe(self._fan_out, event)
+
+    def _fan_out(self, event: Event) -> None:
+        for sub in list(self._subscribers):
+            sub.offer(event)
+            if sub.closed:
+                self._subscribers.discard(sub)
+                log.warning("disconnected an event reader: %s", sub.reason)
+
+    # ------------------------------------------------------------------ reading
+
+    def subscribe(self, job_id: str | None = None,
+                  after_id: int | None = None) -> tuple[Subscriber, list[Event]]:
+        """A live subscription plus the history after `after_id`, with no gap and no overlap.
+
+        Must be called on the event loop: fan-out also runs there, so no live event can slip
+        between the history snapshot and the subscription.
+        """
+        sub = Subscriber(job_id, self._capacity)
+        with self._lock:
+            replay = self.history(job_id, after_id=after_id) if after_id is not None else []
+            self._subscribers.add(sub)
+        return sub, replay
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._subscribers.discard(sub)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def close_all(self, reason: str = "shutting down") -> None:
+        for sub in list(self._subscribers):
+            sub.close(reason)
+        self._subscribers.clear()
+
+    def history(self, job_id: str | None = None, *, after_id: int | None = None,
+                since: float | None = None, types: Iterable[str] | None = None) -> list[Event]:
+        source = self._global if job_id is None else self._per_job.get(job_id, ())
+        types = list(types) if types else None
+        return [e for e in list(source)
+                if (after_id is None or e.id > after_id)
+                and (since is None or e.timestamp >= since)
+                and matches_types(e.type, types)]
+
+    def has_job(self, job_id: str) -> bool:
+        return job_id in self._per_job
