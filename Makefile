@@ -9,11 +9,13 @@ CONFIG ?= config.toml
 # torch must come from this exact pin: it is the CPU build; any other spelling pulls CUDA wheels.
 TORCH  := torch==2.13.0
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_TEST_PACKAGES := espeak-ng sox
+APT_TEST_PACKAGES := espeak-ng sox chromium
 
-.PHONY: run test test-soak lint bench clean
+.PHONY: run test test-soak bench clean apt-test-deps
 
 $(VENV)/bin/activate:
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "installing python3-venv"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 

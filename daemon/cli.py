@@ -20,6 +20,7 @@ from . import __version__
 from .config import Config, load_config
 from .errors import ConfigError, InputError, ModelUnavailable, SubwatchError, TransientError
 from .logs import setup_logging
+from .pipeline import NullReporter
 
 log = logging.getLogger("subwatch")
 
@@ -161,7 +162,7 @@ def _transcribe_one(pipeline: Any, outbox: Any, path: Path) -> bool:
     return True
 
 
-class _ProgressBar:
+class _ProgressBar(NullReporter):
     """A tqdm bar on a TTY, silence otherwise (scripts read only the printed output paths)."""
 
     def __init__(self, name: str) -> None:
@@ -178,9 +179,6 @@ class _ProgressBar:
         if self._bar is not None:
             self._bar.n = round(100 * overall(phase, fraction), 1)
             self._bar.set_postfix_str(phase, refresh=True)
-
-    def segment(self, segment: Any) -> None:
-        pass
 
     def close(self) -> None:
         if self._bar is not None:
@@ -230,6 +228,8 @@ def format_status(data: dict[str, Any]) -> str:
         eta = f" eta {_duration(run['eta_seconds'])}" if run.get("eta_seconds") else ""
         lines.append(f"running: {run['input']!r}  [{'#' * filled}{'.' * (20 - filled)}] "
                      f"{run['percent']:5.1f}% {run['phase']}{eta}")
+    for fail in data.get("recent_failures", []):
+        lines.append(f"failed:  {fail['input']!r}: {fail['error']}: {fail['message']}")
     for key, stats in (data.get("models") or {}).get("stats", {}).items():
         lines.append(f"model:   {key}  loads {stats['load_count']}  hits {stats['hits']}"
                      f"  inferences {stats['inference_count']}")

@@ -152,6 +152,9 @@ class HttpConfig:
     port: int = field(default=8750, metadata=_check(_port))
     token: str = ""
     history_size: int = field(default=1000, metadata=_check(_positive))
+    # Extension: host names (besides the bound address and localhost) that requests may name in
+    # their Host header, e.g. ["nas.local"]; anything else is refused (DNS-rebinding guard).
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,14 @@ class Journal:
                 "UPDATE jobs SET state='queued', updated_at=?, attempts=MAX(attempts - ?, 0)"
                 " WHERE id=?", (time.time(), 1 if refund else 0, job_id))
 
+    def reset(self, job_id: str) -> bool:
+        """A finished job back to the queue with fresh attempts (an operator's retry)."""
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE jobs SET state='queued', attempts=0, error=NULL, message=NULL,"
+                " next_attempt_at=NULL, finished_at=NULL, updated_at=? WHERE id=? AND state IN"
+                " ('failed', 'canceled', 'done', 'skipped')", (time.time(), job_id)).rowcount == 1
+
     def cancel(self, job_id: str, reason: str) -> None:
         self._set(job_id, "canceled", error="canceled", message=reason, finished_at=time.time())
 
@@ -213,6 +221,18 @@ class Journal:
         names = ", ".join(f"{k}=?" for k in fields)
         with self._tx() as db:
             db.execute(f"UPDATE jobs SET {names} WHERE id=?", (*fields.values(), job_id))
+
+    # ---------------------------------------------------------------- meta
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key)"
+                       " DO UPDATE SET value=excluded.value", (key, value))
 
     # ---------------------------------------------------------------- queries
 

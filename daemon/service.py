@@ -13,6 +13,7 @@ import concurrent.futures
 import contextvars
 import fcntl
 import logging
+import math
 import os
 import shutil
 import signal
@@ -24,10 +25,12 @@ from typing import Any, Callable
 
 from . import __version__
 from .config import Config
-from .domain import Segment, Transcript
+from .domain import Cue, Segment, Transcript
 from .errors import Cancelled, InputError, ModelUnavailable, SubwatchError, TransientError
+from .events import EventBus
 from .journal import Identity, Job, Journal
 from .logs import log_context
+from .metrics import Metrics
 from .models import ModelCache, whisper_spec
 from .pipeline import Pipeline, overall
 from .pipeline.vad import load_vad
@@ -37,6 +40,7 @@ from .writer import Outbox, sweep_temp_files
 log = logging.getLogger(__name__)
 
 PROGRESS_LOG_SECONDS = 30.0  # a long job says how far it is at most this often
+PROGRESS_EVENT_SECONDS = 0.25  # at most about four progress updates a second per job
 
 
 class AlreadyRunning(SubwatchError):
@@ -55,6 +59,7 @@ class RunningJob:
     started: float = field(default_factory=time.monotonic)
     last_log: float = 0.0
     segments: int = 0
+    cancel_reason: str = ""
 
     def eta_seconds(self) -> float | None:
         elapsed = time.monotonic() - self.started
@@ -69,25 +74,56 @@ class RunningJob:
 
 
 class JobReporter:
-    """The pipeline's Reporter for a daemon job: keeps /status current and logs milestones."""
+    """The pipeline's Reporter for a daemon job: /status, events and milestone log lines.
 
-    def __init__(self, running: RunningJob) -> None:
+    Called on the worker thread; the bus is thread-safe. Progress events are throttled to a few
+    per second per job (phase changes always go out); drafts and finals are never throttled.
+    """
+
+    def __init__(self, running: RunningJob, bus: EventBus) -> None:
         self._running = running
+        self._bus = bus
+        self._last_event = 0.0
+
+    @property
+    def _job_id(self) -> str:
+        return self._running.job.id
 
     def progress(self, phase: str, fraction: float, message: str = "") -> None:
         run = self._running
         changed = phase != run.phase
         run.phase = phase
         run.percent = 100.0 * overall(phase, fraction)
-        if message:
+        if message or changed:
             run.message = message
         now = time.monotonic()
         if changed or now - run.last_log >= PROGRESS_LOG_SECONDS:
             run.last_log = now
             log.info("%s %.0f%%%s", phase, run.percent, f" ({message})" if message else "")
+        if changed or fraction >= 1.0 or now - self._last_event >= PROGRESS_EVENT_SECONDS:
+            self._last_event = now
+            self._bus.publish("progress.overall", self._job_id, {
+                "phase": phase, "percent": round(run.percent, 1), "message": run.message,
+                "status": "running", "eta_seconds": run.eta_seconds()})
+            self._bus.publish(f"progress.{phase}", self._job_id, {
+                "percent": round(100.0 * min(max(fraction, 0.0), 1.0), 1), "message": message})
 
     def segment(self, segment: Segment) -> None:
         self._running.segments += 1
+        self._bus.publish("subtitle.draft", self._job_id, {
+            "temp_id": self.temp_id(segment.index), "text": segment.text,
+            "start": segment.start, "end": segment.end,
+            "confidence": round(math.exp(segment.avg_logprob), 3), "is_draft": True})
+
+    def cue(self, cue: Cue, segment_index: int) -> None:
+        self._bus.publish("subtitle.overwrite", self._job_id, {
+            "target_temp_id": self.temp_id(segment_index), "text": cue.text,
+            "lines": list(cue.lines), "start": cue.start, "end": cue.end, "is_draft": False,
+            "words": [{"word": w.text.strip(), "start": w.start, "end": w.end,
+                       "probability": round(w.probability, 3)} for w in cue.words]})
+
+    def temp_id(self, segment_index: int) -> str:
+        return f"{self._job_id}:{segment_index}"
 
 
 class StateLock:
@@ -124,6 +160,8 @@ class Service:
         self.outbox = Outbox(config.paths.outbox, config.output.name_template,
                              config.output.formats)
         self.journal: Journal | None = None
+        self.bus = EventBus(config.http.history_size)
+        self.metrics = Metrics(self)
         self.watcher: Watcher | None = None
         self.pipeline: Pipeline | None = None
         self._lock: StateLock | None = None
@@ -132,6 +170,7 @@ class Service:
             max_workers=config.jobs.workers + 2, thread_name_prefix="subwatch-job")
         self._tasks: list[asyncio.Task[Any]] = []
         self._web: Any = None
+        self.http_port: int | None = None
         self._signals = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -150,6 +189,10 @@ class Service:
         self._lock = StateLock(cfg.paths.state_dir)
         cfg.paths.outbox.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(cfg.paths.state_dir / "journal.sqlite3", cfg.jobs.max_attempts)
+        last_id = int(await self._blocking(self.journal.get_meta, "last_event_id", "0") or 0)
+        self.bus = EventBus(cfg.http.history_size, first_id=last_id)
+        self.bus.bind(asyncio.get_running_loop())
+        self.bus.on_publish.append(self.metrics.on_event)
         requeued, failed = await self._blocking(self.journal.recover)
         if requeued or failed:
             log.warning("recovered after an abrupt stop: %d job(s) requeued, %d failed for good",
@@ -165,7 +208,8 @@ class Service:
         self._tasks.append(asyncio.create_task(self.watcher.run(), name="watcher"))
         for n in range(cfg.jobs.workers):
             self._tasks.append(asyncio.create_task(self._worker(n), name=f"worker-{n}"))
-        await self.watcher.first_scan_done.wait()  # ready means: what was there is queued
+        await self.watcher.first_scan_done.wait()  # ready means: what was there is found
+        self._tasks.append(asyncio.create_task(self._watch_health(), name="health"))
         self.ready = True
         log.info("subwatch %s ready: watching %r (%s mode), writing to %r", __version__,
                  str(cfg.paths.inbox), self.watcher.mode, str(cfg.paths.outbox))
@@ -218,15 +262,32 @@ class Service:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.bus.close_all("the daemon is stopping")
         if self._web is not None:
             await self._web.cleanup()
         if self.journal:
+            await self._blocking(self._save_event_id)
             self.journal.close()
         if self._lock:
             self._lock.release()
         self._executor.shutdown(wait=False, cancel_futures=True)
         if was_ready:
             log.info("stopped")
+
+    def _save_event_id(self) -> None:
+        self.journal.set_meta("last_event_id", str(self.bus.last_id))
+
+    async def _watch_health(self) -> None:
+        """Publish signal.degraded whenever health changes (watcher trouble, recovery)."""
+        previous = (True, [])
+        while True:
+            await asyncio.sleep(1.0)
+            current = self.health()
+            if current != previous and not self.stopping.is_set():
+                ok, reasons = current
+                self.bus.publish("signal.degraded", None, {"degraded": not ok,
+                                                           "reasons": reasons})
+                previous = current
 
     @property
     def threads_busy(self) -> bool:
@@ -282,11 +343,17 @@ class Service:
                                          message=f"subtitle exists: {existing.name}")
                 if job:
                     log.info("skipped %r: %s already exists", identity.rel_path, existing.name)
+                    self._signal("job_skipped", job, reason=job.message)
                 return None
         job = self.journal.admit(identity)
         if job:
             log.info("queued %r as job %s", identity.rel_path, job.id)
+            self._signal("job_queued", job)
         return job
+
+    def _signal(self, kind: str, job: Job, **payload: Any) -> None:
+        self.bus.publish(f"signal.{kind}", job.id,
+                         {"input": job.rel_path, "attempt": job.attempts, **payload})
 
     def _known_language(self) -> str | None:
         w = self.config.whisper
@@ -327,11 +394,13 @@ class Service:
         if problem:
             log.info("canceled %r: %s", job.rel_path, problem)
             await self._blocking(self.journal.cancel, job.id, problem)
+            self._signal("job_canceled", job, reason=problem)
             return
         run = RunningJob(job)
         self.running[job.id] = run
         log.info("started %r (attempt %d of %d)", job.rel_path, job.attempts,
                  self.config.jobs.max_attempts)
+        self._signal("job_started", job, max_attempts=self.config.jobs.max_attempts)
         try:
             await self._process(run, path)
         finally:
@@ -355,7 +424,7 @@ class Service:
         started = time.monotonic()
         try:
             transcript = await self._blocking(self.pipeline.run, path, run.cancel,
-                                              JobReporter(run))
+                                              JobReporter(run, self.bus))
             outputs = await self._blocking(self._write, job, transcript)
         except Cancelled as exc:
             await self._on_cancelled(job, exc)
@@ -386,6 +455,13 @@ class Service:
         speed = transcript.duration / elapsed if elapsed > 0 else 0.0
         log.info("done %r: %s, %d cues, %.1f s of audio in %.1f s (%.1fx)", job.rel_path,
                  result, len(transcript.cues), transcript.duration, elapsed, speed)
+        self.metrics.job_finished("done", elapsed, transcript.duration)
+        self.bus.publish("progress.overall", job.id, {"phase": "done", "percent": 100.0,
+                                                      "message": result, "status": "done"})
+        self._signal("job_done", job, result=result, outputs=outputs,
+                     language=transcript.language, cues=len(transcript.cues),
+                     audio_seconds=round(transcript.duration, 3),
+                     processing_seconds=round(elapsed, 3))
         await self._blocking(self._after_success, job)
 
     def _after_success(self, job: Job) -> None:
@@ -408,8 +484,12 @@ class Service:
             log.info("interrupted %r by the stop; it is back in the queue", job.rel_path)
             await self._blocking(self.journal.requeue, job.id)
         else:
-            log.info("canceled %r: %s", job.rel_path, exc)
-            await self._blocking(self.journal.cancel, job.id, str(exc) or "canceled")
+            run = self.running.get(job.id)
+            reason = (run.cancel_reason if run else "") or str(exc) or "canceled"
+            log.info("canceled %r: %s", job.rel_path, reason)
+            await self._blocking(self.journal.cancel, job.id, reason)
+            self.metrics.job_finished("canceled")
+            self._signal("job_canceled", job, reason=reason)
 
     async def _retry_or_fail(self, job: Job, code: str, message: str) -> None:
         if job.attempts >= self.config.jobs.max_attempts:
@@ -419,16 +499,49 @@ class Service:
         log.warning("attempt %d on %r failed (%s: %s); retrying in %.0f s", job.attempts,
                     job.rel_path, code, message, delay)
         await self._blocking(self.journal.retry_later, job.id, code, message, delay)
+        self._signal("job_retrying", job, error=code, message=message, retry_in_seconds=delay)
 
     async def _fail(self, job: Job, code: str, message: str) -> None:
         log.error("failed %r: %s: %s", job.rel_path, code, message)
         await self._blocking(self.journal.fail, job.id, code, message)
+        self.metrics.job_finished("failed")
+        self._signal("job_failed", job, error=code, message=message)
         try:
             await self._blocking(self.outbox.write_error, job.rel_path, code, message,
                                  job.attempts)
         except OSError as exc:
             log.error("cannot write the error file for %r: %s", job.rel_path,
                       exc.strerror or exc)
+
+    # ------------------------------------------------------------------ requests
+
+    async def cancel_job(self, job_id: str) -> str | None:
+        """Cancel a queued job now, or a running one at its next safe point; None if unknown."""
+        run = self.running.get(job_id)
+        if run is not None:
+            run.cancel_reason = "canceled by request"
+            run.cancel.set()
+            return "canceling"
+        job = await self._blocking(self.journal.get, job_id)
+        if job is None:
+            return None
+        if job.state in ("queued", "retry_wait"):
+            await self._blocking(self.journal.cancel, job.id, "canceled by request")
+            self.metrics.job_finished("canceled")
+            self._signal("job_canceled", job, reason="canceled by request")
+            return "canceled"
+        return job.state
+
+    async def retry_job(self, job_id: str) -> str | None:
+        """Queue a finished job again (failed, canceled, done, skipped) with fresh attempts."""
+        job = await self._blocking(self.journal.get, job_id)
+        if job is None:
+            return None
+        if await self._blocking(self.journal.reset, job_id):
+            self._signal("job_queued", job, retry=True)
+            self._wake.set()
+            return "queued"
+        return job.state
 
     # ------------------------------------------------------------------ views
 
@@ -451,5 +564,10 @@ class Service:
             "watcher": self.watcher.describe() if self.watcher else None,
             "queue": counts,
             "running": [r.as_dict() for r in self.running.values()],
+            "recent_failures": [
+                {"id": j.id, "input": j.rel_path, "error": j.error, "message": j.message}
+                for j in (self.journal.list_jobs("failed", 5) if self.journal else [])],
             "models": self.cache.snapshot(),
+            "events": {"last_id": self.bus.last_id, "published": self.bus.published,
+                       "subscribers": self.bus.subscriber_count},
         }

@@ -176,28 +176,62 @@ def _too_short(group: list[Word], following: list[Word], limits: StyleLimits) ->
 def build_cues(segments: Iterable[Segment], limits: StyleLimits,
                duration: float | None = None) -> list[Cue]:
     """The whole cue builder: words → groups → timed, wrapped cues."""
-    words = flatten_words(segments)
-    if not words:
-        return []
-    groups = _merge_short(group_words(words, limits), limits)
-    cues = [Cue(start=g[0].start, end=max(g[-1].end, g[0].start), lines=_lines(g, limits),
-                words=tuple(g)) for g in groups]
-    return _retime(cues, limits, duration)
+    stream = CueStream(limits, duration)
+    return stream.feed(flatten_words(segments)) + stream.flush()
+
+
+class CueStream:
+    """Cues as words arrive, emitting only those that no later word can change.
+
+    Grouping is greedy and merging looks one group ahead, so every group but the last two is
+    final; their timing depends only on the cue before (already out) and the next start (known).
+    Streaming this way gives exactly the cues a whole-file build gives, so the live stream and the
+    written file agree.
+    """
+
+    def __init__(self, limits: StyleLimits, duration: float | None = None) -> None:
+        self._limits = limits
+        self._duration = duration
+        self._pending: list[Word] = []
+        self._prev_end = -math.inf
+
+    def feed(self, words: Iterable[Word]) -> list[Cue]:
+        self._pending.extend(w for w in words if w.text.strip())
+        groups = _merge_short(group_words(self._pending, self._limits), self._limits)
+        if len(groups) <= 2:
+            return []
+        final, keep = groups[:-2], groups[-2:]
+        self._pending = [w for g in keep for w in g]
+        return self._emit(final, next_start=keep[0][0].start)
+
+    def flush(self) -> list[Cue]:
+        groups = _merge_short(group_words(self._pending, self._limits), self._limits)
+        self._pending = []
+        return self._emit(groups, next_start=math.inf)
+
+    def _emit(self, groups: list[list[Word]], next_start: float) -> list[Cue]:
+        cues = [Cue(start=g[0].start, end=max(g[-1].end, g[0].start),
+                    lines=_lines(g, self._limits), words=tuple(g)) for g in groups]
+        out = _retime(cues, self._limits, self._duration, self._prev_end, next_start)
+        if out:
+            self._prev_end = out[-1].end
+        return out
 
 
 def _lines(words: Sequence[Word], limits: StyleLimits) -> tuple[str, ...]:
     return wrap(words, limits) or _hard_wrap(words, limits)
 
 
-def _retime(cues: list[Cue], limits: StyleLimits, duration: float | None) -> list[Cue]:
+def _retime(cues: list[Cue], limits: StyleLimits, duration: float | None,
+            prev_end: float = -math.inf, following_start: float = math.inf) -> list[Cue]:
     """Give each cue enough time to be read, taking free time after it first, then before."""
     end_of_media = duration if duration is not None else math.inf
     out: list[Cue] = []
     for i, cue in enumerate(cues):
-        prev_end = out[-1].end if out else -math.inf
-        next_start = cues[i + 1].start if i + 1 < len(cues) else math.inf
+        prev = out[-1].end if out else prev_end
+        next_start = cues[i + 1].start if i + 1 < len(cues) else following_start
         latest_end = min(next_start - limits.min_gap_seconds, end_of_media)
-        earliest_start = max(prev_end + limits.min_gap_seconds, 0.0)
+        earliest_start = max(prev + limits.min_gap_seconds, 0.0)
         start = max(cue.start, earliest_start)
         needed = min(limits.max_cue_seconds,
                      max(limits.min_cue_seconds, len(cue.text) / limits.max_cps))

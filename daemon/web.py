@@ -1,32 +1,100 @@
-"""The HTTP side: health and status for monitoring. Routes only read; blocking reads go to a thread."""
+"""The HTTP side for monitoring: health, status, jobs, events (SSE), history, metrics, a page.
+
+Routes only read from the bus, the journal and the cache (retry and cancel ask the service);
+blocking reads go to a thread. Access: a bearer token on every route but /healthz when
+`http.token` is set (compared in constant time; the page and EventSource, which cannot set
+headers, may pass it as `?token=`), and a Host check against DNS rebinding.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp_sse import sse_response
+
+from .events import Event, Subscriber
+from .metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from .service import Service
 
-SERVICE = web.AppKey("service", Any)
+log = logging.getLogger(__name__)
 
+SERVICE = web.AppKey("service", Any)
+HEARTBEAT_SECONDS = 15.0
+JOB_ID_CHARS = frozenset("0123456789abcdef")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _service(request: web.Request) -> "Service":
+    return request.app[SERVICE]
+
+
+# ---------------------------------------------------------------------------- access
+
+def allowed_hosts(host: str, extra: tuple[str, ...]) -> set[str]:
+    """Host header names accepted: the bound address, localhost, and configured names."""
+    return {"localhost", "127.0.0.1", "::1", host.lower(), *(h.lower() for h in extra)}
+
+
+def _host_ok(header: str, names: set[str], wildcard: bool) -> bool:
+    host = header.strip().lower()
+    if host.startswith("["):
+        host = host[1:host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    if host in names:
+        return True
+    if wildcard:  # bound to every interface: the machine's own addresses are fine, names not
+        try:
+            ipaddress.ip_address(host)
+            return True
+        except ValueError:
+            return False
+    return False
+
+
+@web.middleware
+async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
+    cfg = _service(request).config.http
+    wildcard = cfg.host in ("0.0.0.0", "::", "")
+    if not _host_ok(request.host or "", allowed_hosts(cfg.host, cfg.allowed_hosts), wildcard):
+        return web.json_response({"error": "host not allowed"}, status=421)
+    if cfg.token and request.path != "/healthz" and not _token_ok(request, cfg.token):
+        return web.json_response({"error": "unauthorized"}, status=401,
+                                 headers={"WWW-Authenticate": "Bearer"})
+    return await handler(request)
+
+
+def _token_ok(request: web.Request, token: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+# ---------------------------------------------------------------------------- plain routes
 
 async def healthz(request: web.Request) -> web.Response:
-    service: Service = request.app[SERVICE]
-    ok, reasons = service.health()
+    ok, reasons = _service(request).health()
     if ok:
         return web.json_response({"status": "ok"})
     return web.json_response({"status": "degraded", "reasons": reasons}, status=503)
 
 
 async def status(request: web.Request) -> web.Response:
-    service: Service = request.app[SERVICE]
+    service = _service(request)
     return web.json_response(await service._blocking(service.status))
 
 
 async def jobs(request: web.Request) -> web.Response:
-    service: Service = request.app[SERVICE]
+    service = _service(request)
     state = request.query.get("state") or None
     try:
         limit = max(1, min(int(request.query.get("limit", "100")), 1000))
@@ -36,31 +104,170 @@ async def jobs(request: web.Request) -> web.Response:
     return web.json_response({"jobs": [j.as_dict() for j in rows], "count": len(rows)})
 
 
-async def job(request: web.Request) -> web.Response:
-    service: Service = request.app[SERVICE]
-    found = await service._blocking(service.journal.get, request.match_info["job_id"])
+def _job_id(request: web.Request) -> str:
+    """Job ids are 16 hex characters; anything else (traversal, junk) is a plain 404."""
+    job_id = request.match_info["job_id"]
+    if len(job_id) != 16 or not set(job_id) <= JOB_ID_CHARS:
+        raise web.HTTPNotFound(text="no such job")
+    return job_id
+
+
+async def _existing_job(request: web.Request) -> Any:
+    service = _service(request)
+    found = await service._blocking(service.journal.get, _job_id(request))
     if found is None:
         raise web.HTTPNotFound(text="no such job")
+    return found
+
+
+async def job(request: web.Request) -> web.Response:
+    found = await _existing_job(request)
     data = found.as_dict()
-    running = service.running.get(found.id)
+    running = _service(request).running.get(found.id)
     data["progress"] = running.as_dict() if running else None
+    data["last_error"] = ({"error": found.error, "message": found.message}
+                          if found.error else None)
     return web.json_response(data)
 
 
+async def retry(request: web.Request) -> web.Response:
+    found = await _existing_job(request)
+    state = await _service(request).retry_job(found.id)
+    if state != "queued":
+        return web.json_response({"id": found.id, "state": state,
+                                  "error": f"a {state} job cannot be retried"}, status=409)
+    return web.json_response({"id": found.id, "state": state})
+
+
+async def cancel(request: web.Request) -> web.Response:
+    found = await _existing_job(request)
+    state = await _service(request).cancel_job(found.id)
+    if state not in ("canceled", "canceling"):
+        return web.json_response({"id": found.id, "state": state,
+                                  "error": f"a {state} job cannot be canceled"}, status=409)
+    return web.json_response({"id": found.id, "state": state})
+
+
+async def history(request: web.Request) -> web.Response:
+    """GET /jobs/{id}/events/history?since=&after_id=&types= (design §8.3)."""
+    service = _service(request)
+    job_id = _job_id(request)
+    if not service.bus.has_job(job_id) and await service._blocking(
+            service.journal.get, job_id) is None:
+        raise web.HTTPNotFound(text="no such job")
+    try:
+        since = float(request.query["since"]) if "since" in request.query else None
+        after = int(request.query["after_id"]) if "after_id" in request.query else None
+    except ValueError:
+        raise web.HTTPBadRequest(text="since must be a number, after_id an integer") from None
+    types = [t for t in request.query.get("types", "").split(",") if t] or None
+    events = service.bus.history(job_id, after_id=after, since=since, types=types)
+    return web.json_response({"job_id": job_id, "events": [e.history_item() for e in events],
+                              "count": len(events)})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    service = _service(request)
+    body = await service._blocking(service.metrics.render)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def page(request: web.Request) -> web.Response:
+    html = resources.files("daemon").joinpath("static/index.html").read_text(encoding="utf-8")
+    return web.Response(text=html, content_type="text/html",
+                        headers={"Cache-Control": "no-store"})
+
+
+# ---------------------------------------------------------------------------- SSE
+
+def _last_event_id(request: web.Request) -> int | None:
+    raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text="Last-Event-ID must be an integer") from None
+
+
+async def events_all(request: web.Request) -> web.StreamResponse:
+    return await _stream(request, None)
+
+
+async def events_job(request: web.Request) -> web.StreamResponse:
+    service = _service(request)
+    job_id = _job_id(request)
+    if not service.bus.has_job(job_id) and await service._blocking(
+            service.journal.get, job_id) is None:
+        raise web.HTTPNotFound(text="no such job")
+    return await _stream(request, job_id)
+
+
+async def _stream(request: web.Request, job_id: str | None) -> web.StreamResponse:
+    """Replay history after Last-Event-ID, then live events, with heartbeats between."""
+    service = _service(request)
+    after = _last_event_id(request)
+    sub, replay = service.bus.subscribe(job_id, after)
+    resp: Any = None
+    try:
+        async with sse_response(request, ping_interval=HEARTBEAT_SECONDS,
+                                headers={"X-Accel-Buffering": "no"}) as resp:
+            last = await _send(resp, replay, after if after is not None else -1)
+            while resp.is_connected() and not sub.closed:
+                batch = await sub.next_batch(timeout=HEARTBEAT_SECONDS)
+                last = await _send(resp, batch, last)
+            if sub.closed and resp.is_connected():
+                await resp.send(json.dumps({"reason": sub.reason}), event="stream.closed")
+    except (ConnectionResetError, TimeoutError, RuntimeError):
+        pass  # the reader went away (or stalled past the send timeout)
+    finally:
+        service.bus.unsubscribe(sub)
+    return resp
+
+
+async def _send(resp: Any, events: list[Event], last: int) -> int:
+    for event in events:
+        if event.id <= last:
+            continue  # never a duplicate, even if replay and live overlap
+        await resp.send(json.dumps(event.data(), ensure_ascii=False), id=str(event.id),
+                        event=event.type)
+        last = event.id
+    return last
+
+
+# ---------------------------------------------------------------------------- app
+
 def make_app(service: "Service") -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[access])
     app[SERVICE] = service
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/status", status)
-    app.router.add_get("/jobs", jobs)
-    app.router.add_get("/jobs/{job_id}", job)
+    r = app.router
+    r.add_get("/", page)
+    r.add_get("/healthz", healthz)
+    r.add_get("/status", status)
+    r.add_get("/metrics", metrics)
+    r.add_get("/events", events_all)
+    r.add_get("/jobs", jobs)
+    r.add_get("/jobs/{job_id}", job)
+    r.add_post("/jobs/{job_id}/retry", retry)
+    r.add_post("/jobs/{job_id}/cancel", cancel)
+    r.add_get("/jobs/{job_id}/events", events_job)
+    r.add_get("/jobs/{job_id}/events/history", history)
     return app
 
 
 async def start_web(service: "Service") -> web.AppRunner:
     cfg = service.config.http
-    runner = web.AppRunner(make_app(service), access_log=None)
+    runner = web.AppRunner(make_app(service), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port)
     await site.start()
+    service.http_port = _bound_port(runner) or cfg.port
+    log.info("HTTP on http://%s:%d/", cfg.host, service.http_port)
     return runner
+
+
+def _bound_port(runner: web.AppRunner) -> int | None:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return int(addr[1])
+    return None

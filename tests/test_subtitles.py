@@ -6,6 +6,7 @@ import pytest
 
 from daemon.domain import Cue, Segment, Transcript, Word
 from daemon.subtitles import (
+    CueStream,
     StyleLimits,
     build_cues,
     render,
@@ -148,3 +149,21 @@ def test_render_all_formats() -> None:
         assert "Hello world." in render(fmt, transcript)
     with pytest.raises(ValueError):
         render("doc", transcript)
+
+
+def test_streamed_cues_equal_the_whole_file_build() -> None:
+    talk = ("Well, I thought we would go. But then it rained, and the road was closed; so we "
+            "stayed in and played cards until late. Nobody won. ")
+    segments, t = [], 0.0
+    for i, sentence in enumerate((talk * 4).split(". ")):
+        if not sentence.strip():
+            continue
+        words = words_at(sentence.strip() + ".", start=t, word_seconds=0.25, gap=0.08)
+        segments.append(seg(words, i))
+        t = words[-1].end + (1.0 if i % 3 == 0 else 0.2)
+    whole = build_cues(segments, LIMITS, duration=t + 1)
+    stream = CueStream(LIMITS, duration=t + 1)
+    streamed = [c for s in segments for c in stream.feed(s.words)] + stream.flush()
+    assert [(c.start, c.end, c.lines) for c in streamed] == \
+        [(c.start, c.end, c.lines) for c in whole]
+    assert_within_limits(streamed, duration=t + 1)

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Protocol
 
 from ..config import Config
-from ..domain import Segment, Transcript
+from ..domain import Cue, Segment, Transcript
 from ..models import ModelCache, WhisperSpec, load_whisper
-from ..subtitles import StyleLimits, build_cues
+from ..subtitles import CueStream, StyleLimits
 from .decode import decode
 from .transcribe import transcribe
 from .vad import detect_speech
@@ -26,9 +26,13 @@ PHASES = {"decode": (0.0, 0.10), "vad": (0.10, 0.15), "transcribe": (0.15, 0.97)
 
 
 class Reporter(Protocol):
+    """What a stage tells the outside world: progress, raw segments (drafts), final cues."""
+
     def progress(self, phase: str, fraction: float, message: str = "") -> None: ...
 
     def segment(self, segment: Segment) -> None: ...
+
+    def cue(self, cue: Cue, segment_index: int) -> None: ...
 
 
 class NullReporter:
@@ -36,6 +40,9 @@ class NullReporter:
         pass
 
     def segment(self, segment: Segment) -> None:
+        pass
+
+    def cue(self, cue: Cue, segment_index: int) -> None:
         pass
 
 
@@ -75,14 +82,24 @@ class Pipeline:
             return Transcript(self._fallback_language(), audio.duration, (), ())
         model = self.whisper_model()
         started = time.perf_counter()
+        stream = CueStream(style_limits(self._config), audio.duration)
+        cues: list[Cue] = []
+        segment_of: dict[int, int] = {}  # id(word) → segment index, to name each cue's draft
+
+        def publish(new: list[Cue]) -> None:
+            for cue in new:
+                cues.append(cue)
+                rep.cue(cue, segment_of.get(id(cue.words[0]), -1) if cue.words else -1)
 
         def on_segment(seg: Segment) -> None:
             rep.segment(seg)
+            segment_of.update((id(w), seg.index) for w in seg.words)
+            publish(stream.feed(seg.words))
             rep.progress("transcribe", seg.end / audio.duration if audio.duration else 1.0)
 
         result = transcribe(model, audio, spans, self._config.whisper, cancel, on_segment)
+        publish(stream.flush())
         self._cache.record_inference(self._whisper.key, time.perf_counter() - started)
-        cues = build_cues(result.segments, style_limits(self._config), audio.duration)
         return Transcript(result.language, audio.duration, tuple(result.segments), tuple(cues))
 
     def _fallback_language(self) -> str:

@@ -1,0 +1,83 @@
+"""Prometheus metrics for /metrics, on a registry of the daemon's own (no global state).
+
+Counters and the histogram are updated as jobs end and events are published; queue depth and
+model figures are read from the journal and the cache when scraped, so they can never drift.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from .events import Event
+    from .service import Service
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Scraped:
+    """Reads live figures at scrape time (runs in a worker thread with the rest of generate)."""
+
+    def __init__(self, service: "Service") -> None:
+        self._service = service
+
+    def collect(self) -> Iterator[Any]:
+        service = self._service
+        depth = GaugeMetricFamily("subwatch_queue_jobs", "Jobs in the journal by state",
+                                  labels=["state"])
+        if service.journal is not None:
+            for state, count in service.journal.counts().items():
+                depth.add_metric([state], count)
+        yield depth
+        loads = CounterMetricFamily("subwatch_model_loads", "Model loads", labels=["model"])
+        hits = CounterMetricFamily("subwatch_model_cache_hits", "Model cache hits",
+                                   labels=["model"])
+        misses = CounterMetricFamily("subwatch_model_cache_misses", "Model cache misses",
+                                     labels=["model"])
+        infer = CounterMetricFamily("subwatch_model_inference_seconds",
+                                    "Seconds spent in model inference", labels=["model"])
+        for key, stats in service.cache.snapshot()["stats"].items():
+            loads.add_metric([key], stats["load_count"])
+            hits.add_metric([key], stats["hits"])
+            misses.add_metric([key], stats["misses"])
+            infer.add_metric([key], stats["inference_seconds"])
+        yield from (loads, hits, misses, infer)
+        clients = GaugeMetricFamily("subwatch_sse_clients", "Connected event-stream readers")
+        clients.add_metric([], service.bus.subscriber_count)
+        yield clients
+        up = GaugeMetricFamily("subwatch_healthy", "1 when /healthz says ok")
+        up.add_metric([], 1 if service.health()[0] else 0)
+        yield up
+
+
+class Metrics:
+    def __init__(self, service: "Service") -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.jobs = Counter("subwatch_jobs", "Jobs finished, by outcome", ["outcome"],
+                            registry=self.registry)
+        self.processing = Histogram(
+            "subwatch_processing_seconds", "Wall time to process one file",
+            buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+            registry=self.registry)
+        self.audio = Counter("subwatch_audio_seconds", "Seconds of audio transcribed",
+                             registry=self.registry)
+        self.events = Counter("subwatch_events_published", "Events published, by priority",
+                              ["priority"], registry=self.registry)
+        self.registry.register(_Scraped(service))
+
+    def job_finished(self, outcome: str, seconds: float | None = None,
+                     audio_seconds: float | None = None) -> None:
+        self.jobs.labels(outcome).inc()
+        if seconds is not None:
+            self.processing.observe(seconds)
+        if audio_seconds:
+            self.audio.inc(audio_seconds)
+
+    def on_event(self, event: "Event") -> None:
+        self.events.labels(str(event.priority)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
