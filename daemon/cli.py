@@ -80,12 +80,19 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        inner = ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _to_toml(data: dict[str, dict[str, Any]]) -> str:
     lines = []
     for table, values in data.items():
         lines.append(f"[{table}]")
         for key, value in values.items():
-            lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+            lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
 

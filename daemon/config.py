@@ -164,6 +164,9 @@ class LoggingConfig:
     dir: str = ""
     max_bytes: int = field(default=10 * 1024 * 1024, metadata=_check(_positive))
     backup_count: int = field(default=5, metadata=_check(_non_negative))
+    # [logging.levels]: per-logger levels, e.g. faster_whisper = "DEBUG" (third-party loggers
+    # default to WARNING)
+    levels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -276,12 +279,23 @@ def _convert(name: str, hint: Any, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise wrong
         return tuple(value)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f"{name} = {value!r} has the wrong type; expected a table of "
+                              "logger = \"LEVEL\"")
+        for logger, level in value.items():
+            if level.upper() not in LOG_LEVELS:
+                raise ConfigError(f"{name}.{logger} = {level!r} is not allowed; expected one of "
+                                  + " | ".join(LOG_LEVELS))
+        return {k: v.upper() for k, v in value.items()}
     raise wrong  # pragma: no cover - every field type is handled above
 
 
 def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) is tuple:
         return "a list of strings"
+    if typing.get_origin(hint) is dict:
+        return "a table"
     if hint is Path:
         return "a path string"
     if isinstance(hint, (type, types.GenericAlias)):

@@ -86,7 +86,7 @@ def _console_formatter(fmt: str) -> logging.Formatter:
     return logging.Formatter(TEXT_FORMAT)
 
 
-def setup_logging(cfg: LoggingConfig, levels: dict[str, str] | None = None) -> None:
+def setup_logging(cfg: LoggingConfig) -> None:
     """Replace the root handlers by the configured ones (idempotent: reload calls it again)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -102,7 +102,7 @@ def setup_logging(cfg: LoggingConfig, levels: dict[str, str] | None = None) -> N
         _add_files(root, cfg, context)
     for name in THIRD_PARTY:
         logging.getLogger(name).setLevel(logging.WARNING)
-    for name, level in (levels or {}).items():
+    for name, level in cfg.levels.items():
         logging.getLogger(name).setLevel(level)
 
 

@@ -8,8 +8,11 @@ design's performance monitor (loads, load time, hits, misses, inferences).
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import ModelsConfig, WhisperConfig
-from .errors import ConfigError, ModelUnavailable
+from .errors import ConfigError, ModelUnavailable, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ class ModelStats:
     misses: int = 0
     inference_count: int = 0
     inference_seconds: float = 0.0
+    evictions: int = 0
+    bytes_held: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         lookups = self.hits + self.misses
@@ -46,6 +51,8 @@ class ModelStats:
             "inference_seconds": round(self.inference_seconds, 3),
             "avg_inference_seconds": (round(self.inference_seconds / self.inference_count, 3)
                                       if self.inference_count else None),
+            "evictions": self.evictions,
+            "bytes_held": self.bytes_held,
         }
 
 
@@ -53,19 +60,60 @@ class ModelStats:
 class _Slot:
     lock: threading.Lock = field(default_factory=threading.Lock)
     model: Any = None
+    size: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    release: Callable[[], None] | None = None
+
+
+def memory_status() -> tuple[int, int]:
+    """(bytes in use, bytes allowed) for this process's world: the cgroup limit when one is set
+    (systemd MemoryMax, containers), else the machine's memory."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            return used, int(limit)
+    except (OSError, ValueError):
+        pass
+    info: dict[str, int] = {}
+    with open("/proc/meminfo", encoding="ascii") as fh:
+        for line in fh:
+            name, value = line.split(":", 1)
+            info[name] = int(value.split()[0]) * 1024
+    return info["MemTotal"] - info["MemAvailable"], info["MemTotal"]
+
+
+def give_memory_back() -> None:
+    """After dropping a model: collect, return freed heap to the OS, empty the CUDA cache."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class ModelCache:
-    """LRU of loaded models keyed by (kind, name, device, compute type)."""
+    """LRU of loaded models keyed by (kind, name, device, compute type), memory-aware."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, memory_threshold: float = 1.0,
+                 memory: Callable[[], tuple[int, int]] = memory_status) -> None:
         self._size = size
+        self._threshold = memory_threshold
+        self._memory = memory
         self._lock = threading.Lock()
         self._slots: OrderedDict[tuple[str, ...], _Slot] = OrderedDict()
         self._stats: dict[tuple[str, ...], ModelStats] = {}
 
-    def get(self, key: tuple[str, ...], loader: Callable[[], Any]) -> Any:
-        """The model for `key`, loading it (once, whoever asks at the same time) if needed."""
+    def get(self, key: tuple[str, ...], loader: Callable[[], Any], size: int = 0,
+            release: Callable[[], None] | None = None) -> Any:
+        """The model for `key`, loading it (once, whoever asks at the same time) if needed.
+
+        `size` is the expected memory of the model (bytes, 0 if unknown); `release` is called
+        when it is evicted, for libraries that keep a reference of their own.
+        """
         with self._lock:
             slot = self._slots.get(key)
             if slot is None:
@@ -73,30 +121,89 @@ class ModelCache:
             self._slots.move_to_end(key)
             stats = self._stats.setdefault(key, ModelStats())
         with slot.lock:
+            slot.last_used = time.monotonic()
             if slot.model is not None:
                 stats.hits += 1
                 return slot.model
             stats.misses += 1
+            self._make_room(key, size)
             started = time.perf_counter()
             slot.model = loader()
+            slot.size, slot.release = size, release
+            with self._lock:  # an eviction may have dropped the slot while it was loading
+                self._slots[key] = slot
+                self._slots.move_to_end(key)
+            elapsed = time.perf_counter() - started
             stats.load_count += 1
-            stats.load_seconds += time.perf_counter() - started
-            log.info("loaded model %s in %.2f s", "/".join(key), time.perf_counter() - started)
-        self._evict_over_size()
+            stats.load_seconds += elapsed
+            stats.bytes_held = size or None
+            log.info("loaded model %s in %.2f s", "/".join(key), elapsed)
+        self._evict(lambda n: n > self._size, "cache_size %d" % self._size)
         return slot.model
+
+    def _make_room(self, key: tuple[str, ...], size: int) -> None:
+        """Evict least recently used models until loading `size` more stays under the threshold;
+        a model that cannot fit even alone is a clear transient error, not an OOM kill."""
+        if not size or self._threshold >= 1.0:
+            return
+        used, limit = self._memory()
+        budget = self._threshold * limit
+        while used + size > budget:
+            freed = self._evict_one(exclude=key, why="memory_threshold")
+            if not freed:
+                raise TransientError(
+                    "out_of_memory",
+                    f"model {'/'.join(key)} needs about {size / 2**20:.0f} MiB; only "
+                    f"{max(budget - used, 0) / 2**20:.0f} MiB is left under "
+                    f"models.memory_threshold = {self._threshold}")
+            used, limit = self._memory()
+
+    def _evict(self, too_many: Callable[[int], bool], why: str) -> None:
+        while too_many(self._loaded_count()) and self._evict_one(exclude=None, why=why):
+            pass
+
+    def _loaded_count(self) -> int:
+        with self._lock:
+            return sum(1 for s in self._slots.values() if s.model is not None)
+
+    def _evict_one(self, exclude: tuple[str, ...] | None, why: str) -> bool:
+        with self._lock:
+            victims = [k for k, s in self._slots.items() if s.model is not None and k != exclude]
+            if not victims:
+                return False
+            key = victims[0]
+            slot = self._slots.pop(key)
+            self._stats[key].evictions += 1
+            self._stats[key].bytes_held = None
+        self._drop(key, slot, why)
+        return True
+
+    def _drop(self, key: tuple[str, ...], slot: _Slot, why: str) -> None:
+        with slot.lock:
+            slot.model = None
+            if slot.release is not None:
+                slot.release()
+        give_memory_back()
+        log.info("unloaded model %s (%s)", "/".join(key), why)
+
+    def unload_idle(self, max_idle: float) -> int:
+        """Unload models unused for `max_idle` seconds; returns how many."""
+        now = time.monotonic()
+        with self._lock:
+            idle = [(k, s) for k, s in self._slots.items()
+                    if s.model is not None and now - s.last_used >= max_idle]
+            for key, _slot in idle:
+                del self._slots[key]
+                self._stats[key].bytes_held = None
+        for key, slot in idle:
+            self._drop(key, slot, f"idle for {max_idle:g} s")
+        return len(idle)
 
     def record_inference(self, key: tuple[str, ...], seconds: float) -> None:
         with self._lock:
             stats = self._stats.setdefault(key, ModelStats())
             stats.inference_count += 1
             stats.inference_seconds += seconds
-
-    def _evict_over_size(self) -> None:
-        with self._lock:
-            while len(self._slots) > self._size:
-                key, slot = self._slots.popitem(last=False)
-                slot.model = None
-                log.info("evicted model %s (cache_size %d)", "/".join(key), self._size)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -210,6 +317,14 @@ def _download(name: str, models: ModelsConfig) -> str:
                    f"{str(result['error']).splitlines()[0] if str(result['error']) else ''}")
     raise ModelUnavailable(
         f"whisper.model = {name!r} cannot be had: not in the local cache and the {reason}")
+
+
+def model_bytes(folder: str) -> int:
+    """What a CTranslate2 model will hold in memory, roughly: the size of its weights file."""
+    try:
+        return os.path.getsize(os.path.join(folder, "model.bin"))
+    except OSError:
+        return 0
 
 
 def load_whisper(spec: WhisperSpec) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import dataclasses
 import fcntl
 import logging
 import math
@@ -24,16 +25,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .config import Config
+from .config import Config, load_config
 from .domain import Cue, Segment, Transcript
-from .errors import Cancelled, InputError, ModelUnavailable, SubwatchError, TransientError
+from .errors import Cancelled, ConfigError, InputError, ModelUnavailable, SubwatchError, TransientError
 from .events import EventBus
 from .journal import Identity, Job, Journal
-from .logs import log_context
+from .logs import log_context, setup_logging
 from .metrics import Metrics
 from .models import ModelCache, whisper_spec
 from .pipeline import Pipeline, overall
-from .pipeline.vad import load_vad
 from .watcher import Settled, Watcher
 from .writer import Outbox, sweep_temp_files
 
@@ -41,6 +41,17 @@ log = logging.getLogger(__name__)
 
 PROGRESS_LOG_SECONDS = 30.0  # a long job says how far it is at most this often
 PROGRESS_EVENT_SECONDS = 0.25  # at most about four progress updates a second per job
+
+
+# Values a running daemon cannot change in place (SIGHUP names them; a restart applies them).
+RESTART_ONLY = ("paths", "models", "whisper", "vad", "separation", "sensevoice", "watch.mode",
+                "jobs.workers", "http.host", "http.port", "http.history_size")
+
+
+def _value(config: Config, name: str) -> Any:
+    for part in name.split("."):
+        config = getattr(config, part)
+    return config
 
 
 class AlreadyRunning(SubwatchError):
@@ -156,7 +167,8 @@ class Service:
         self.ready = False
         self.stopping = asyncio.Event()
         self.running: dict[str, RunningJob] = {}
-        self.cache = cache or ModelCache(config.models.cache_size)
+        self.cache = cache or ModelCache(config.models.cache_size,
+                                         config.models.memory_threshold)
         self.outbox = Outbox(config.paths.outbox, config.output.name_template,
                              config.output.formats)
         self.journal: Journal | None = None
@@ -210,6 +222,7 @@ class Service:
             self._tasks.append(asyncio.create_task(self._worker(n), name=f"worker-{n}"))
         await self.watcher.first_scan_done.wait()  # ready means: what was there is found
         self._tasks.append(asyncio.create_task(self._watch_health(), name="health"))
+        self._tasks.append(asyncio.create_task(self._unload_idle_models(), name="idle-unload"))
         self.ready = True
         log.info("subwatch %s ready: watching %r (%s mode), writing to %r", __version__,
                  str(cfg.paths.inbox), self.watcher.mode, str(cfg.paths.outbox))
@@ -220,7 +233,7 @@ class Service:
         spec = await self._blocking(whisper_spec, cfg.whisper, cfg.models, cfg.jobs.workers)
         self.pipeline = Pipeline(cfg, self.cache, spec)
         if "vad" in cfg.models.preload:
-            await self._blocking(self.cache.get, ("vad", "silero", "cpu", "float32"), load_vad)
+            await self._blocking(self.pipeline.vad_model)
         if "whisper" in cfg.models.preload:
             await self._blocking(self.pipeline.whisper_model)
 
@@ -289,6 +302,16 @@ class Service:
                                                            "reasons": reasons})
                 previous = current
 
+    async def _unload_idle_models(self) -> None:
+        """models.idle_unload_seconds: give memory back when nothing has run for a while."""
+        idle = self.config.models.idle_unload_seconds
+        if idle <= 0:
+            return
+        while True:
+            await asyncio.sleep(min(60.0, max(0.5, idle / 4)))
+            if not self.running:  # a long job's model is in use even if fetched long ago
+                await self._blocking(self.cache.unload_idle, idle)
+
     @property
     def threads_busy(self) -> bool:
         """True when a worker thread is still inside a library call the process must abandon."""
@@ -298,6 +321,49 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+
+    def _on_hup(self) -> None:
+        task = asyncio.create_task(self.reload(), name="reload")
+        self._tasks.append(task)
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config file (SIGHUP): apply what can change safely, name the rest."""
+        source = self.config.source
+        if source is None:
+            return {"applied": [], "restart_needed": [], "error": "no config file to re-read"}
+        try:
+            new = await self._blocking(load_config, source)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return {"applied": [], "restart_needed": [], "error": str(exc)}
+        old = self.config
+        restart = [name for name in RESTART_ONLY if _value(old, name) != _value(new, name)]
+        merged = dataclasses.replace(
+            old, watch=dataclasses.replace(new.watch, mode=old.watch.mode),
+            output=new.output, logging=new.logging,
+            jobs=dataclasses.replace(new.jobs, workers=old.jobs.workers),
+            http=dataclasses.replace(old.http, token=new.http.token,
+                                     allowed_hosts=new.http.allowed_hosts))
+        applied = [f.name for f in dataclasses.fields(Config)
+                   if getattr(merged, f.name) != getattr(old, f.name)]
+        self.apply_config(merged)
+        log.info("reloaded %r: applied %s%s", str(source), ", ".join(applied) or "nothing",
+                 f"; needs a restart: {', '.join(restart)}" if restart else "")
+        return {"applied": applied, "restart_needed": restart}
+
+    def apply_config(self, config: Config) -> None:
+        """Switch to a config whose restart-only values equal the running ones."""
+        self.config = config
+        setup_logging(config.logging)
+        if self.watcher:
+            self.watcher.reconfigure(config.watch)
+        if self.journal:
+            self.journal.max_attempts = config.jobs.max_attempts
+        self.outbox = Outbox(config.paths.outbox, config.output.name_template,
+                             config.output.formats)
+        if self.pipeline:
+            self.pipeline.reconfigure(config)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
@@ -456,6 +522,10 @@ class Service:
         log.info("done %r: %s, %d cues, %.1f s of audio in %.1f s (%.1fx)", job.rel_path,
                  result, len(transcript.cues), transcript.duration, elapsed, speed)
         self.metrics.job_finished("done", elapsed, transcript.duration)
+        log.info("models: %s", "; ".join(
+            f"{key.split('/')[0]} loads {st['load_count']} hits {st['hits']} inferences "
+            f"{st['inference_count']} avg {st['avg_inference_seconds']} s"
+            for key, st in self.cache.snapshot()["stats"].items()))
         self.bus.publish("progress.overall", job.id, {"phase": "done", "percent": 100.0,
                                                       "message": result, "status": "done"})
         self._signal("job_done", job, result=result, outputs=outputs,
@@ -570,4 +640,9 @@ class Service:
             "models": self.cache.snapshot(),
             "events": {"last_id": self.bus.last_id, "published": self.bus.published,
                        "subscribers": self.bus.subscriber_count},
+            "settings": {"log_level": self.config.logging.level,
+                         "settle_seconds": self.config.watch.settle_seconds,
+                         "watch_mode": self.watcher.mode if self.watcher else None,
+                         "workers": self.config.jobs.workers,
+                         "formats": list(self.config.output.formats)},
         }

@@ -166,6 +166,33 @@ async def history(request: web.Request) -> web.Response:
                               "count": len(events)})
 
 
+async def set_logging(request: web.Request) -> web.Response:
+    """POST /logging {"level": "DEBUG", "levels": {"faster_whisper": "INFO"}}: live, no restart."""
+    import dataclasses
+
+    from .config import LOG_LEVELS
+
+    service = _service(request)
+    try:
+        body = await request.json()
+        level = str(body.get("level", service.config.logging.level)).upper()
+        levels = {str(k): str(v).upper() for k, v in (body.get("levels") or {}).items()}
+    except (ValueError, AttributeError):
+        raise web.HTTPBadRequest(text="expected a JSON object") from None
+    bad = [v for v in (level, *levels.values()) if v not in LOG_LEVELS]
+    if bad:
+        raise web.HTTPBadRequest(text=f"unknown level {bad[0]!r}; one of {', '.join(LOG_LEVELS)}")
+    current = service.config.logging
+    new = dataclasses.replace(current, level=level, levels={**current.levels, **levels})
+    service.apply_config(dataclasses.replace(service.config, logging=new))
+    log.warning("log level set to %s over HTTP%s", level, f" ({levels})" if levels else "")
+    return web.json_response({"level": new.level, "levels": new.levels})
+
+
+async def reload(request: web.Request) -> web.Response:
+    return web.json_response(await _service(request).reload())
+
+
 async def metrics(request: web.Request) -> web.Response:
     service = _service(request)
     body = await service._blocking(service.metrics.render)
@@ -245,6 +272,8 @@ def make_app(service: "Service") -> web.Application:
     r.add_get("/healthz", healthz)
     r.add_get("/status", status)
     r.add_get("/metrics", metrics)
+    r.add_post("/logging", set_logging)
+    r.add_post("/reload", reload)
     r.add_get("/events", events_all)
     r.add_get("/jobs", jobs)
     r.add_get("/jobs/{job_id}", job)

@@ -148,8 +148,13 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = root / "daemon.log"
 
-    def start(self, wait: bool = True) -> "DaemonProcess":
+    def start(self, wait: bool = True, journald: bool = False) -> "DaemonProcess":
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("JOURNAL_STREAM", None)
+        self.log.touch()
+        if journald:  # stderr "is the journal": JOURNAL_STREAM names its device and inode
+            st = self.log.stat()
+            env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "daemon", "run", "--config", str(self.config_path)],

@@ -14,11 +14,12 @@ from typing import Protocol
 
 from ..config import Config
 from ..domain import Cue, Segment, Transcript
-from ..models import ModelCache, WhisperSpec, load_whisper
+from ..logs import log_context
+from ..models import ModelCache, WhisperSpec, load_whisper, model_bytes
 from ..subtitles import CueStream, StyleLimits
 from .decode import decode
 from .transcribe import transcribe
-from .vad import detect_speech
+from .vad import VAD_KEY, detect_speech, load_vad, release_vad, vad_bytes
 
 # Share of the overall percentage each phase stands for (transcription dominates).
 PHASES = {"decode": (0.0, 0.10), "vad": (0.10, 0.15), "transcribe": (0.15, 0.97),
@@ -67,19 +68,36 @@ class Pipeline:
         self._cache = cache
         self._whisper = whisper
 
+    def reconfigure(self, config: Config) -> None:
+        """Live settings (output style) change between jobs; models stay as loaded."""
+        self._config = config
+
     def whisper_model(self):
-        return self._cache.get(self._whisper.key, lambda: load_whisper(self._whisper))
+        return self._cache.get(self._whisper.key, lambda: load_whisper(self._whisper),
+                               size=model_bytes(self._whisper.path))
+
+    def vad_model(self):
+        return self._cache.get(VAD_KEY, load_vad, size=vad_bytes(), release=release_vad)
 
     def run(self, path: Path, cancel: threading.Event | None = None,
             reporter: Reporter | None = None) -> Transcript:
         rep = reporter or NullReporter()
-        rep.progress("decode", 0.0, "decoding")
-        audio = decode(path, cancel, lambda f: rep.progress("decode", f))
-        rep.progress("vad", 0.0, f"finding speech in {audio.duration:.1f} s of audio")
-        spans = detect_speech(audio, self._config.vad)
-        rep.progress("vad", 1.0, f"{len(spans)} speech spans")
+        with log_context(stage="decode"):
+            rep.progress("decode", 0.0, "decoding")
+            audio = decode(path, cancel, lambda f: rep.progress("decode", f))
+        with log_context(stage="vad"):
+            rep.progress("vad", 0.0, f"finding speech in {audio.duration:.1f} s of audio")
+            self.vad_model()
+            started = time.perf_counter()
+            spans = detect_speech(audio, self._config.vad)
+            self._cache.record_inference(VAD_KEY, time.perf_counter() - started)
+            rep.progress("vad", 1.0, f"{len(spans)} speech spans")
         if not spans:
             return Transcript(self._fallback_language(), audio.duration, (), ())
+        with log_context(stage="transcribe"):
+            return self._transcribe(audio, spans, cancel, rep)
+
+    def _transcribe(self, audio, spans, cancel, rep: Reporter) -> Transcript:
         model = self.whisper_model()
         started = time.perf_counter()
         stream = CueStream(style_limits(self._config), audio.duration)
@@ -92,10 +110,11 @@ class Pipeline:
                 rep.cue(cue, segment_of.get(id(cue.words[0]), -1) if cue.words else -1)
 
         def on_segment(seg: Segment) -> None:
-            rep.segment(seg)
-            segment_of.update((id(w), seg.index) for w in seg.words)
-            publish(stream.feed(seg.words))
-            rep.progress("transcribe", seg.end / audio.duration if audio.duration else 1.0)
+            with log_context(chunk_id=seg.index):
+                rep.segment(seg)
+                segment_of.update((id(w), seg.index) for w in seg.words)
+                publish(stream.feed(seg.words))
+                rep.progress("transcribe", seg.end / audio.duration if audio.duration else 1.0)
 
         result = transcribe(model, audio, spans, self._config.whisper, cancel, on_segment)
         publish(stream.flush())

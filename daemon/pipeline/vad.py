@@ -7,6 +7,8 @@ The chunking is the same as faster-whisper's, so the transcription cost is the s
 
 from __future__ import annotations
 
+import os
+
 from ..config import VadConfig
 from ..domain import Audio, SpeechSpan
 
@@ -22,11 +24,30 @@ def vad_options(cfg: VadConfig):
     )
 
 
+VAD_KEY = ("vad", "silero", "cpu", "float32")
+
+
 def load_vad() -> object:
-    """Load the ONNX model now (start-up), so the first job does not pay for it."""
+    """Load the ONNX model (faster-whisper keeps it in an lru_cache of its own)."""
     from faster_whisper.vad import get_vad_model
 
     return get_vad_model()
+
+
+def release_vad() -> None:
+    """Make an eviction real: drop faster-whisper's own reference too."""
+    from faster_whisper.vad import get_vad_model
+
+    get_vad_model.cache_clear()
+
+
+def vad_bytes() -> int:
+    from faster_whisper.utils import get_assets_path
+
+    try:
+        return os.path.getsize(os.path.join(get_assets_path(), "silero_vad_v6.onnx"))
+    except OSError:
+        return 0
 
 
 def detect_speech(audio: Audio, cfg: VadConfig) -> list[SpeechSpan]:
