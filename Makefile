@@ -9,9 +9,14 @@ CONFIG ?= config.toml
 # torch must come from this exact pin: it is the CPU build; any other spelling pulls CUDA wheels.
 TORCH  := torch==2.13.0
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_TEST_PACKAGES := espeak-ng sox chromium
+APT_TEST_PACKAGES := espeak-ng sox chromium systemd
+# install-service: where things go; DESTDIR stages everything under another root (packaging).
+PREFIX     ?= /opt/subwatch
+SYSCONFDIR ?= /etc
+UNITDIR    ?= /etc/systemd/system
+DATADIR    ?= /srv/subwatch
 
-.PHONY: run test test-soak bench clean apt-test-deps
+.PHONY: run test test-soak bench clean apt-test-deps install-service
 
 $(VENV)/bin/activate:
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "installing python3-venv"; \
@@ -47,6 +52,29 @@ test-soak: $(VENV)/.test-installed apt-test-deps
 
 bench: $(VENV)/.test-installed apt-test-deps
 	$(PY) bench/overhead.py
+
+install-service:
+	install -d $(DESTDIR)$(PREFIX) $(DESTDIR)$(SYSCONFDIR)/subwatch $(DESTDIR)$(UNITDIR)
+	$(PYTHON) -m venv $(DESTDIR)$(PREFIX)/.venv
+	$(DESTDIR)$(PREFIX)/.venv/bin/python -m pip install --quiet --upgrade pip
+	$(DESTDIR)$(PREFIX)/.venv/bin/python -m pip install --quiet '.[tiny-model]'
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/README.md
+	@if [ -n "$(DESTDIR)" ]; then \
+	  grep -rlI -- "$(DESTDIR)" $(DESTDIR)$(PREFIX)/.venv/bin $(DESTDIR)$(PREFIX)/.venv/pyvenv.cfg \
+	    | xargs -r sed -i "s|$(DESTDIR)||g"; fi
+	sed -e 's|/opt/subwatch|$(PREFIX)|g' -e 's|/srv/subwatch|$(DATADIR)|g' \
+	  -e 's|/etc/subwatch|$(SYSCONFDIR)/subwatch|g' systemd/subwatch.service \
+	  > $(DESTDIR)$(UNITDIR)/subwatch.service
+	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/subwatch/config.toml ]; then \
+	  sed 's|/srv/subwatch|$(DATADIR)|g' systemd/config.toml > $(DESTDIR)$(SYSCONFDIR)/subwatch/config.toml; \
+	else echo "keeping the existing $(SYSCONFDIR)/subwatch/config.toml"; fi
+	@if [ -z "$(DESTDIR)" ]; then \
+	  id subwatch >/dev/null 2>&1 || $(SUDO) useradd --system --home-dir /var/lib/subwatch \
+	    --shell /usr/sbin/nologin subwatch; \
+	  $(SUDO) install -d -o subwatch -g subwatch $(DATADIR)/inbox $(DATADIR)/outbox; \
+	  $(SUDO) systemctl daemon-reload 2>/dev/null || true; \
+	  echo "installed; start with: sudo systemctl enable --now subwatch"; \
+	else echo "staged under $(DESTDIR)"; fi
 
 clean:
 	rm -rf $(VENV) state .pytest_cache

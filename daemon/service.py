@@ -33,6 +33,7 @@ from .journal import Identity, Job, Journal
 from .logs import log_context, setup_logging
 from .metrics import Metrics
 from .models import ModelCache, whisper_spec
+from .notify import Notifier
 from .pipeline import Pipeline, overall
 from .watcher import Settled, Watcher
 from .writer import Outbox, sweep_temp_files
@@ -183,6 +184,7 @@ class Service:
         self._tasks: list[asyncio.Task[Any]] = []
         self._web: Any = None
         self.http_port: int | None = None
+        self.notifier = Notifier()
         self._signals = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -224,6 +226,8 @@ class Service:
         self._tasks.append(asyncio.create_task(self._watch_health(), name="health"))
         self._tasks.append(asyncio.create_task(self._unload_idle_models(), name="idle-unload"))
         self.ready = True
+        self.notifier.ready(await self._blocking(self.status_line))
+        self._tasks.append(asyncio.create_task(self._systemd_updates(), name="systemd"))
         log.info("subwatch %s ready: watching %r (%s mode), writing to %r", __version__,
                  str(cfg.paths.inbox), self.watcher.mode, str(cfg.paths.outbox))
 
@@ -258,6 +262,7 @@ class Service:
 
     async def shutdown(self) -> None:
         was_ready, self.ready = self.ready, False
+        self.notifier.stopping()
         if was_ready:
             log.info("stopping: no new files are taken")
         self.stopping.set()
@@ -302,6 +307,33 @@ class Service:
                                                            "reasons": reasons})
                 previous = current
 
+    async def _systemd_updates(self) -> None:
+        """WATCHDOG=1 from the event loop itself (a blocked loop stops the pings, and systemd
+        restarts the daemon), and STATUS= whenever the queue or the running job changes."""
+        interval = self.notifier.watchdog_seconds
+        tick = min(interval, 2.0) if interval else 2.0
+        last_status, last_ping = "", 0.0
+        while self.notifier.enabled:
+            now = time.monotonic()
+            if interval and now - last_ping >= interval:
+                self.notifier.watchdog()
+                last_ping = now
+            line = await self._blocking(self.status_line)
+            if line != last_status:
+                self.notifier.status(line)
+                last_status = line
+            await asyncio.sleep(tick)
+
+    def status_line(self) -> str:
+        """One line for `systemctl status`: the queue and the running job."""
+        counts = self.journal.counts() if self.journal else {}
+        line = (f"{counts.get('queued', 0) + counts.get('retry_wait', 0)} queued, "
+                f"{len(self.running)} running, {counts.get('done', 0)} done, "
+                f"{counts.get('failed', 0)} failed")
+        for run in list(self.running.values())[:1]:
+            line += f"; {run.job.rel_path!r} {run.phase} {run.percent:.0f}%"
+        return line
+
     async def _unload_idle_models(self) -> None:
         """models.idle_unload_seconds: give memory back when nothing has run for a while."""
         idle = self.config.models.idle_unload_seconds
@@ -332,10 +364,12 @@ class Service:
         source = self.config.source
         if source is None:
             return {"applied": [], "restart_needed": [], "error": "no config file to re-read"}
+        self.notifier.reloading()
         try:
             new = await self._blocking(load_config, source)
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
+            self.notifier.ready(await self._blocking(self.status_line))
             return {"applied": [], "restart_needed": [], "error": str(exc)}
         old = self.config
         restart = [name for name in RESTART_ONLY if _value(old, name) != _value(new, name)]
@@ -348,6 +382,7 @@ class Service:
         applied = [f.name for f in dataclasses.fields(Config)
                    if getattr(merged, f.name) != getattr(old, f.name)]
         self.apply_config(merged)
+        self.notifier.ready(await self._blocking(self.status_line))
         log.info("reloaded %r: applied %s%s", str(source), ", ".join(applied) or "nothing",
                  f"; needs a restart: {', '.join(restart)}" if restart else "")
         return {"applied": applied, "restart_needed": restart}

@@ -263,3 +263,16 @@ async def _until_page(browser: Any, condition: str, timeout: float = 60.0) -> No
             return
         await asyncio.sleep(0.2)
     raise AssertionError(f"page never satisfied: {condition}")
+
+
+async def test_streams_close_cleanly_on_shutdown(tmp_path: Path, cache: ModelCache) -> None:
+    service = Service(make_config(tmp_path), cache=cache)
+    await service.startup()
+    events: list[dict] = []
+    async with aiohttp.ClientSession() as http:
+        resp = await http.get(base(service) + "/events")
+        reader = asyncio.create_task(read_sse(resp, events))
+        await wait_until(lambda: service.bus.subscriber_count == 1, 10, "subscribed")
+        await service.shutdown()
+        await asyncio.wait_for(reader, 10)  # the stream ends instead of hanging
+    assert events and events[-1]["event"] == "stream.closed"
