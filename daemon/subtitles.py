@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from .domain import Cue, Segment, Transcript, Word
 
@@ -19,6 +19,14 @@ SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
 CLAUSE_END = (",", ";", ":", "—", "–", "，", "、", "；", "：")
 CLOSERS = "\"'”’)]»"
 PAUSE_BREAK_SECONDS = 0.6  # a silence this long between words starts a new cue
+MAX_DELAY_SECONDS = 0.3  # a cue may appear this much after its voice, to give its neighbour time
+
+# (start, end) of a cue from its words; the pipeline passes one that snaps to the voice.
+EdgesFn = Callable[[Sequence[Word]], "tuple[float, float]"]
+
+
+def word_edges(words: Sequence[Word]) -> tuple[float, float]:
+    return words[0].start, max(words[-1].end, words[0].start)
 
 
 @dataclass(frozen=True)
@@ -174,9 +182,9 @@ def _too_short(group: list[Word], following: list[Word], limits: StyleLimits) ->
 # ---------------------------------------------------------------------------- timing
 
 def build_cues(segments: Iterable[Segment], limits: StyleLimits,
-               duration: float | None = None) -> list[Cue]:
+               duration: float | None = None, edges: EdgesFn = word_edges) -> list[Cue]:
     """The whole cue builder: words → groups → timed, wrapped cues."""
-    stream = CueStream(limits, duration)
+    stream = CueStream(limits, duration, edges)
     return stream.feed(flatten_words(segments)) + stream.flush()
 
 
@@ -184,60 +192,87 @@ class CueStream:
     """Cues as words arrive, emitting only those that no later word can change.
 
     Grouping is greedy and merging looks one group ahead, so every group but the last two is
-    final; their timing depends only on the cue before (already out) and the next start (known).
-    Streaming this way gives exactly the cues a whole-file build gives, so the live stream and the
-    written file agree.
+    final, and the one before them is known for certain (its neighbour's timing depends on it). The last timed cue is held back until the next one is timed, because a dense cue may
+    borrow reading time from it. Streaming this way gives exactly the cues a whole-file build
+    gives, so the live stream and the written file agree.
     """
 
-    def __init__(self, limits: StyleLimits, duration: float | None = None) -> None:
+    def __init__(self, limits: StyleLimits, duration: float | None = None,
+                 edges: EdgesFn = word_edges) -> None:
         self._limits = limits
         self._duration = duration
+        self._edges = edges
         self._pending: list[Word] = []
-        self._prev_end = -math.inf
+        self._held: Cue | None = None
 
     def feed(self, words: Iterable[Word]) -> list[Cue]:
         self._pending.extend(w for w in words if w.text.strip())
         groups = _merge_short(group_words(self._pending, self._limits), self._limits)
-        if len(groups) <= 2:
+        if len(groups) <= 3:
             return []
-        final, keep = groups[:-2], groups[-2:]
+        final, keep = groups[:-3], groups[-3:]
         self._pending = [w for g in keep for w in g]
-        return self._emit(final, next_start=keep[0][0].start)
+        return self._emit(final, following=self._cue(keep[0]))
 
     def flush(self) -> list[Cue]:
         groups = _merge_short(group_words(self._pending, self._limits), self._limits)
         self._pending = []
-        return self._emit(groups, next_start=math.inf)
-
-    def _emit(self, groups: list[list[Word]], next_start: float) -> list[Cue]:
-        cues = [Cue(start=g[0].start, end=max(g[-1].end, g[0].start),
-                    lines=_lines(g, self._limits), words=tuple(g)) for g in groups]
-        out = _retime(cues, self._limits, self._duration, self._prev_end, next_start)
-        if out:
-            self._prev_end = out[-1].end
+        out = self._emit(groups, following=None)
+        if self._held is not None:
+            out.append(self._held)
+            self._held = None
         return out
+
+    def _cue(self, group: list[Word]) -> Cue:
+        return Cue(*self._edges(group), lines=_lines(group, self._limits), words=tuple(group))
+
+    def _emit(self, groups: list[list[Word]], following: Cue | None) -> list[Cue]:
+        cues = [self._cue(g) for g in groups]
+        if not cues:
+            return []
+        timed = _retime(cues, self._limits, self._duration, self._held, following)
+        self._held = timed[-1]
+        return timed[:-1]
 
 
 def _lines(words: Sequence[Word], limits: StyleLimits) -> tuple[str, ...]:
     return wrap(words, limits) or _hard_wrap(words, limits)
 
 
+def _needed(cue: Cue, limits: StyleLimits) -> float:
+    """Time to read a cue: at least the minimum, enough for the cps limit, at most the maximum."""
+    return min(limits.max_cue_seconds, max(limits.min_cue_seconds, len(cue.text) / limits.max_cps))
+
+
 def _retime(cues: list[Cue], limits: StyleLimits, duration: float | None,
-            prev_end: float = -math.inf, following_start: float = math.inf) -> list[Cue]:
-    """Give each cue enough time to be read, taking free time after it first, then before."""
+            held: Cue | None = None, following: Cue | None = None) -> list[Cue]:
+    """Give each cue enough time to be read: free time after it first (up to a small delay of
+    the next cue, when that one has time to spare), then before it, then time the cue before
+    can spare. Returns `held` (possibly shortened) followed by the cues."""
     end_of_media = duration if duration is not None else math.inf
-    out: list[Cue] = []
+    gap = limits.min_gap_seconds
+    out: list[Cue] = [held] if held is not None else []
+    upcoming = cues + ([following] if following is not None else [])
     for i, cue in enumerate(cues):
-        prev = out[-1].end if out else prev_end
-        next_start = cues[i + 1].start if i + 1 < len(cues) else following_start
-        latest_end = min(next_start - limits.min_gap_seconds, end_of_media)
-        earliest_start = max(prev + limits.min_gap_seconds, 0.0)
-        start = max(cue.start, earliest_start)
-        needed = min(limits.max_cue_seconds,
-                     max(limits.min_cue_seconds, len(cue.text) / limits.max_cps))
+        nxt = upcoming[i + 1] if i + 1 < len(upcoming) else None
+        next_start = math.inf
+        if nxt is not None:  # a dense cue may also start the next one a little late
+            spare = (nxt.end - nxt.start) - _needed(nxt, limits)
+            next_start = nxt.start + min(MAX_DELAY_SECONDS, max(0.0, spare))
+        latest_end = min(next_start - gap, end_of_media)
+        earliest = max(out[-1].end + gap, 0.0) if out else 0.0
+        start = max(cue.start, earliest)
+        needed = _needed(cue, limits)
         end = max(cue.end, min(start + needed, latest_end))
         if end - start < needed:
-            start = max(earliest_start, min(start, end - needed))
+            start = max(earliest, min(start, end - needed))
+        if end - start < needed and out:
+            prev = out[-1]
+            spare = (prev.end - prev.start) - _needed(prev, limits)
+            take = min(max(spare, 0.0), needed - (end - start))
+            if take > 0:
+                out[-1] = Cue(prev.start, round(prev.end - take, 3), prev.lines, prev.words)
+                start = max(out[-1].end + gap, end - needed)
         end = min(end, start + limits.max_cue_seconds, end_of_media)
         out.append(Cue(start=round(start, 3), end=round(max(end, start), 3),
                        lines=cue.lines, words=cue.words))

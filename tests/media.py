@@ -33,6 +33,7 @@ class Speech:
     sample_rate: int
     sentences: tuple[str, ...]
     onsets: tuple[float, ...]  # true start of each sentence, seconds
+    ends: tuple[float, ...] = ()  # true end of each sentence, seconds
 
     @property
     def duration(self) -> float:
@@ -46,16 +47,17 @@ class Speech:
 def build_speech(sentences: list[str], gap: float = 1.2, lead: float = 0.8,
                  tail: float = 0.8, voice: str = "en-us") -> Speech:
     """Sentences joined by silences of `gap` seconds; onsets are known to the sample."""
-    parts, onsets, t = [np.zeros(int(lead * SR), np.float32)], [], lead
+    parts, onsets, ends, t = [np.zeros(int(lead * SR), np.float32)], [], [], lead
     for i, sentence in enumerate(sentences):
         clip = speak(sentence, voice)
         onsets.append(t)
         parts.append(clip)
         t += len(clip) / SR
+        ends.append(t)
         silence = tail if i == len(sentences) - 1 else gap
         parts.append(np.zeros(int(silence * SR), np.float32))
         t += silence
-    return Speech(np.concatenate(parts), SR, tuple(sentences), tuple(onsets))
+    return Speech(np.concatenate(parts), SR, tuple(sentences), tuple(onsets), tuple(ends))
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SR) -> Path:

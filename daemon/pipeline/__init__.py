@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Protocol
 
 from ..config import Config
-from ..domain import Cue, Segment, Transcript
+from ..domain import Audio, Cue, Segment, SpeechSpan, Transcript
 from ..logs import log_context
 from ..models import ModelCache, WhisperSpec, load_whisper, model_bytes
 from ..subtitles import CueStream, StyleLimits
+from .align import SpeechEdges
 from .decode import decode
+from .guards import SegmentGuard
 from .transcribe import transcribe
 from .vad import VAD_KEY, detect_speech, load_vad, release_vad, vad_bytes
 
@@ -60,6 +62,17 @@ def style_limits(config: Config) -> StyleLimits:
                        max_cps=o.max_cps)
 
 
+def unpadded(spans: list[SpeechSpan], audio: Audio, pad: float) -> list[tuple[float, float]]:
+    """Speech spans in seconds with the VAD's padding taken back off (not past the file ends)."""
+    sr, last = audio.sample_rate, len(audio.samples)
+    out = []
+    for s in spans:
+        start = s.start / sr + (pad if s.start > 0 else 0.0)
+        end = s.end / sr - (pad if s.end < last else 0.0)
+        out.append((start, max(end, start)))
+    return out
+
+
 class Pipeline:
     """Runs one file through the stages with the shared models."""
 
@@ -100,7 +113,10 @@ class Pipeline:
     def _transcribe(self, audio, spans, cancel, rep: Reporter) -> Transcript:
         model = self.whisper_model()
         started = time.perf_counter()
-        stream = CueStream(style_limits(self._config), audio.duration)
+        pad = self._config.vad.speech_pad_ms / 1000
+        edges = SpeechEdges.from_spans(spans, audio.sample_rate, pad, len(audio.samples))
+        guard = SegmentGuard(unpadded(spans, audio, pad))
+        stream = CueStream(style_limits(self._config), audio.duration, edges.edges)
         cues: list[Cue] = []
         segment_of: dict[int, int] = {}  # id(word) → segment index, to name each cue's draft
 
@@ -116,7 +132,7 @@ class Pipeline:
                 publish(stream.feed(seg.words))
                 rep.progress("transcribe", seg.end / audio.duration if audio.duration else 1.0)
 
-        result = transcribe(model, audio, spans, self._config.whisper, cancel, on_segment)
+        result = transcribe(model, audio, spans, self._config.whisper, cancel, on_segment, guard)
         publish(stream.flush())
         self._cache.record_inference(self._whisper.key, time.perf_counter() - started)
         return Transcript(result.language, audio.duration, tuple(result.segments), tuple(cues))

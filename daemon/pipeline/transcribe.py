@@ -8,6 +8,7 @@ and a cancel request is honoured between segments.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -17,6 +18,9 @@ import numpy as np
 from ..config import WhisperConfig
 from ..domain import Audio, Segment, SpeechSpan, Word
 from ..errors import Cancelled
+from .guards import SegmentGuard
+
+log = logging.getLogger(__name__)
 
 SegmentFn = Callable[[Segment], None]
 
@@ -30,7 +34,8 @@ class WhisperResult:
 
 def transcribe(model: Any, audio: Audio, spans: list[SpeechSpan], cfg: WhisperConfig,
                cancel: threading.Event | None = None,
-               on_segment: SegmentFn | None = None) -> WhisperResult:
+               on_segment: SegmentFn | None = None,
+               guard: SegmentGuard | None = None) -> WhisperResult:
     from faster_whisper.transcribe import restore_speech_timestamps
 
     chunks = [{"start": s.start, "end": s.end} for s in spans]
@@ -52,6 +57,10 @@ def transcribe(model: Any, audio: Audio, spans: list[SpeechSpan], cfg: WhisperCo
             raise Cancelled("stopped while transcribing")
         segment = _segment(index, seg)
         if not segment.words:
+            continue
+        reason = guard.reason_to_drop(segment) if guard else None
+        if reason:
+            log.info("dropped segment %d %r: %s", index, segment.text, reason)
             continue
         segments.append(segment)
         if on_segment:

@@ -1,0 +1,66 @@
+"""Cue edges on the voice: snap each cue's start and end to where speech really begins and ends.
+
+Whisper's word times (tiny.en on synthetic speech: first words 0.2–0.4 s early or late) are good
+enough to know which words form a cue, not to time it. Silero's speech spans are accurate to a
+VAD window (32 ms) wherever there is a real pause, so a cue's start moves to the nearest speech
+onset within reach of its first word, and its end to the nearest speech offset (plus a small
+tail) within reach of its last word. Inside continuous speech there is no edge to snap to, and
+the word times stand.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..domain import SpeechSpan, Word
+
+REACH_SECONDS = 0.5  # how far from Whisper's word time an edge may be and still be its edge
+TAIL_SECONDS = 0.15  # subtitles linger a little after the voice stops
+
+
+@dataclass(frozen=True)
+class SpeechEdges:
+    """True onsets and offsets of speech (the VAD's padding taken off), in seconds."""
+
+    onsets: tuple[float, ...]
+    offsets: tuple[float, ...]
+
+    @classmethod
+    def from_spans(cls, spans: Sequence[SpeechSpan], sample_rate: int, pad_seconds: float,
+                   total_samples: int) -> "SpeechEdges":
+        """Edges only where the VAD saw a real pause: spans that touch (a pause shorter than
+        twice the padding, split in the middle) or reach the file's ends say nothing exact."""
+        onsets, offsets = [], []
+        for i, span in enumerate(spans):
+            touches_before = i > 0 and spans[i - 1].end >= span.start
+            touches_after = i + 1 < len(spans) and spans[i + 1].start <= span.end
+            if span.start > 0 and not touches_before:
+                onsets.append(span.start / sample_rate + pad_seconds)
+            if span.end < total_samples and not touches_after:
+                offsets.append(span.end / sample_rate - pad_seconds)
+        return cls(tuple(sorted(onsets)), tuple(sorted(offsets)))
+
+    def edges(self, words: Sequence[Word]) -> tuple[float, float]:
+        """(start, end) for a cue made of `words`."""
+        first, last = words[0], words[-1]
+        onset = _nearest(self.onsets, first.start, upper=first.end)
+        start = onset if onset is not None else first.start
+        offset = _nearest(self.offsets, last.end, lower=last.start)
+        end = offset + TAIL_SECONDS if offset is not None else last.end
+        return start, max(end, start)
+
+
+def _nearest(points: tuple[float, ...], t: float, lower: float | None = None,
+             upper: float | None = None) -> float | None:
+    i = bisect.bisect_left(points, t)
+    best = None
+    for p in points[max(0, i - 1):i + 1]:
+        if abs(p - t) > REACH_SECONDS:
+            continue
+        if (lower is not None and p <= lower) or (upper is not None and p >= upper):
+            continue
+        if best is None or abs(p - t) < abs(best - t):
+            best = p
+    return best
