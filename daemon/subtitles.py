@@ -25,8 +25,16 @@ MAX_DELAY_SECONDS = 0.3  # a cue may appear this much after its voice, to give i
 EdgesFn = Callable[[Sequence[Word]], "tuple[float, float]"]
 
 
+# Whether the audio shows a pause between two words (the pipeline asks the VAD).
+PauseFn = Callable[[Word, Word], bool]
+
+
 def word_edges(words: Sequence[Word]) -> tuple[float, float]:
     return words[0].start, max(words[-1].end, words[0].start)
+
+
+def no_pause(previous: Word, word: Word) -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -113,12 +121,13 @@ def flatten_words(segments: Iterable[Segment]) -> list[Word]:
     return sorted(words, key=lambda w: (w.start, w.end))
 
 
-def group_words(words: Sequence[Word], limits: StyleLimits) -> list[list[Word]]:
+def group_words(words: Sequence[Word], limits: StyleLimits,
+                pause: PauseFn = no_pause) -> list[list[Word]]:
     """Split a word stream into cue-sized groups at the most natural points."""
     groups: list[list[Word]] = []
     current: list[Word] = []
     for word in words:
-        if current and _hard_break(current[-1], word):
+        if current and (_hard_break(current[-1], word) or pause(current[-1], word)):
             groups.append(current)
             current = []
         candidate = current + [word]
@@ -182,9 +191,10 @@ def _too_short(group: list[Word], following: list[Word], limits: StyleLimits) ->
 # ---------------------------------------------------------------------------- timing
 
 def build_cues(segments: Iterable[Segment], limits: StyleLimits,
-               duration: float | None = None, edges: EdgesFn = word_edges) -> list[Cue]:
+               duration: float | None = None, edges: EdgesFn = word_edges,
+               pause: PauseFn = no_pause) -> list[Cue]:
     """The whole cue builder: words → groups → timed, wrapped cues."""
-    stream = CueStream(limits, duration, edges)
+    stream = CueStream(limits, duration, edges, pause)
     return stream.feed(flatten_words(segments)) + stream.flush()
 
 
@@ -198,16 +208,18 @@ class CueStream:
     """
 
     def __init__(self, limits: StyleLimits, duration: float | None = None,
-                 edges: EdgesFn = word_edges) -> None:
+                 edges: EdgesFn = word_edges, pause: PauseFn = no_pause) -> None:
         self._limits = limits
         self._duration = duration
         self._edges = edges
+        self._pause = pause
         self._pending: list[Word] = []
         self._held: Cue | None = None
 
     def feed(self, words: Iterable[Word]) -> list[Cue]:
         self._pending.extend(w for w in words if w.text.strip())
-        groups = _merge_short(group_words(self._pending, self._limits), self._limits)
+        groups = _merge_short(group_words(self._pending, self._limits, self._pause),
+                              self._limits)
         if len(groups) <= 3:
             return []
         final, keep = groups[:-3], groups[-3:]
@@ -215,7 +227,8 @@ class CueStream:
         return self._emit(final, following=self._cue(keep[0]))
 
     def flush(self) -> list[Cue]:
-        groups = _merge_short(group_words(self._pending, self._limits), self._limits)
+        groups = _merge_short(group_words(self._pending, self._limits, self._pause),
+                              self._limits)
         self._pending = []
         out = self._emit(groups, following=None)
         if self._held is not None:

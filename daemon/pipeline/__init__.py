@@ -116,7 +116,8 @@ class Pipeline:
         pad = self._config.vad.speech_pad_ms / 1000
         edges = SpeechEdges.from_spans(spans, audio.sample_rate, pad, len(audio.samples))
         guard = SegmentGuard(unpadded(spans, audio, pad))
-        stream = CueStream(style_limits(self._config), audio.duration, edges.edges)
+        stream = CueStream(style_limits(self._config), audio.duration, edges.edges,
+                           edges.pause_between)
         cues: list[Cue] = []
         segment_of: dict[int, int] = {}  # id(word) → segment index, to name each cue's draft
 

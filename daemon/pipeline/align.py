@@ -1,7 +1,8 @@
 """Cue edges on the voice: snap each cue's start and end to where speech really begins and ends.
 
-Whisper's word times (tiny.en on synthetic speech: first words 0.2–0.4 s early or late) are good
-enough to know which words form a cue, not to time it. Silero's speech spans are accurate to a
+Whisper's word times (tiny.en on synthetic speech: first words 0.2–0.5 s early or late, often
+stretched over the pause before them) are good enough to know which words form a cue, not to
+time it. Silero's speech spans are accurate to a
 VAD window (32 ms) wherever there is a real pause, so a cue's start moves to the nearest speech
 onset within reach of its first word, and its end to the nearest speech offset (plus a small
 tail) within reach of its last word. Inside continuous speech there is no edge to snap to, and
@@ -45,11 +46,29 @@ class SpeechEdges:
     def edges(self, words: Sequence[Word]) -> tuple[float, float]:
         """(start, end) for a cue made of `words`."""
         first, last = words[0], words[-1]
-        onset = _nearest(self.onsets, first.start, upper=first.end)
+        onset = self._onset_of(first)
         start = onset if onset is not None else first.start
         offset = _nearest(self.offsets, last.end, lower=last.start)
         end = offset + TAIL_SECONDS if offset is not None else last.end
         return start, max(end, start)
+
+
+    def pause_between(self, previous: Word, word: Word) -> bool:
+        """A real pause (a speech onset heard by the VAD) starts at `word`: a cue break even
+        when Whisper wrote no full stop and its word times show no gap."""
+        onset = self._onset_of(word)
+        return onset is not None and onset > previous.start and \
+            onset > previous.end - REACH_SECONDS
+
+    def _onset_of(self, word: Word) -> float | None:
+        """The speech onset that starts `word`: near its start, or inside it (Whisper stretches
+        a word over the pause before it, starting it up to half a second early)."""
+        near = _nearest(self.onsets, word.start, upper=word.end)
+        if near is not None:
+            return near
+        i = bisect.bisect_left(self.onsets, word.start)
+        inside = self.onsets[i] if i < len(self.onsets) else None
+        return inside if inside is not None and inside < word.end else None
 
 
 def _nearest(points: tuple[float, ...], t: float, lower: float | None = None,
