@@ -16,7 +16,7 @@ SYSCONFDIR ?= /etc
 UNITDIR    ?= /etc/systemd/system
 DATADIR    ?= /srv/subwatch
 
-.PHONY: run test test-soak bench clean apt-test-deps install-service
+.PHONY: run test lint test-soak bench clean apt-test-deps install-service
 
 $(VENV)/bin/activate:
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "installing python3-venv"; \
@@ -44,8 +44,12 @@ apt-test-deps:
 run: $(VENV)/.run-installed
 	$(VENV)/bin/subwatch run --config $(CONFIG)
 
-test: $(VENV)/.test-installed apt-test-deps
+test: $(VENV)/.test-installed apt-test-deps lint
 	$(PY) -m pytest -p no:cacheprovider
+
+lint: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check daemon tests bench
+	$(VENV)/bin/mypy daemon
 
 test-soak: $(VENV)/.test-installed apt-test-deps
 	$(PY) -m pytest -p no:cacheprovider -m soak

@@ -101,7 +101,8 @@ def main() -> None:
         outputs["bare faster-whisper"][item.name] = run_bare(model, path)
     results = {name: evaluate(items, out) for name, out in outputs.items()}
     print(f"corpus: {len(items)} files, {sum(i.speech.duration for i in items):.0f} s, "
-          f"{sum(len(i.sentence_onsets) for i in items)} sentence onsets; model {config.whisper.model}"
+          f"{sum(len(i.sentence_onsets) for i in items)} sentence onsets; "
+          f"model {config.whisper.model}"
           f" {spec.compute_type}, beam 5\n")
     print("| | bare faster-whisper | subwatch |\n|---|---|---|")
     for key, label in (("wer", "word error rate"), ("onset_median_s", "onset error, median (s)"),

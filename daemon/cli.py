@@ -13,8 +13,9 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn
 
 from . import __version__
 from .config import Config, load_config
@@ -28,7 +29,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 too; keep its wording short
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 too; keep its wording short
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"subwatch: error: {message}\n")
 

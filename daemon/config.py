@@ -13,11 +13,12 @@ import string
 import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-if sys.version_info >= (3, 11):
+if sys.version_info >= (3, 11):  # noqa: UP036 - the issue asks tomli to keep 3.10 working
     import tomllib
 else:  # pragma: no cover - the project targets 3.11+, tomli keeps 3.10 working
     import tomli as tomllib
@@ -190,7 +191,8 @@ class Config:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if dataclasses.is_dataclass(value):
-                out[f.name] = {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+                table = dataclasses.asdict(value)  # type: ignore[arg-type]
+                out[f.name] = {k: _plain(v) for k, v in table.items()}
         return out
 
 

@@ -18,8 +18,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class Subscriber:
             self.wakeup.clear()
             try:
                 await asyncio.wait_for(self.wakeup.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return []
         batch = list(self.buffer)
         self.buffer.clear()

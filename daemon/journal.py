@@ -20,9 +20,10 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 STATES = ("queued", "running", "retry_wait", "done", "failed", "canceled", "skipped")
 FINAL_STATES = ("done", "failed", "canceled", "skipped")
@@ -118,7 +119,7 @@ class Journal:
         with self._lock:
             self._db.close()
 
-    def _tx(self) -> "_Transaction":
+    def _tx(self) -> _Transaction:
         return _Transaction(self)
 
     # ---------------------------------------------------------------- lifecycle
@@ -242,7 +243,7 @@ class Journal:
         return _job(row) if row else None
 
     def list_jobs(self, state: str | None = None, limit: int = 100) -> list[Job]:
-        query, args = "SELECT * FROM jobs", []
+        query, args = "SELECT * FROM jobs", list[Any]()
         if state:
             query += " WHERE state=?"
             args.append(state)

@@ -13,14 +13,15 @@ import logging
 import logging.handlers
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .config import LoggingConfig
 
 CONTEXT_FIELDS = ("job_id", "chunk_id", "stage")
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
-    "subwatch_log_context", default={})
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "subwatch_log_context", default=None)
 
 THIRD_PARTY = ("faster_whisper", "ctranslate2", "torch", "funasr", "modelscope", "urllib3",
                "httpx", "huggingface_hub", "watchdog", "aiohttp.access", "asyncio", "filelock")
@@ -32,7 +33,7 @@ SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, lo
 @contextlib.contextmanager
 def log_context(**fields: Any) -> Iterator[None]:
     """Attach fields (job_id, chunk_id, stage) to every record logged inside the block."""
-    token = _context.set({**_context.get(), **fields})
+    token = _context.set({**(_context.get() or {}), **fields})
     try:
         yield
     finally:
@@ -43,7 +44,7 @@ class ContextFilter(logging.Filter):
     """Copies the current job context onto each record, and a syslog priority for journald."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        ctx = _context.get()
+        ctx = _context.get() or {}
         for name in CONTEXT_FIELDS:
             if not hasattr(record, name):
                 setattr(record, name, ctx.get(name))

@@ -6,7 +6,8 @@ model figures are read from the journal and the cache when scraped, so they can 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -21,7 +22,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class _Scraped:
     """Reads live figures at scrape time (runs in a worker thread with the rest of generate)."""
 
-    def __init__(self, service: "Service") -> None:
+    def __init__(self, service: Service) -> None:
         self._service = service
 
     def collect(self) -> Iterator[Any]:
@@ -54,7 +55,7 @@ class _Scraped:
 
 
 class Metrics:
-    def __init__(self, service: "Service") -> None:
+    def __init__(self, service: Service) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.jobs = Counter("subwatch_jobs", "Jobs finished, by outcome", ["outcome"],
                             registry=self.registry)
@@ -76,7 +77,7 @@ class Metrics:
         if audio_seconds:
             self.audio.inc(audio_seconds)
 
-    def on_event(self, event: "Event") -> None:
+    def on_event(self, event: Event) -> None:
         self.events.labels(str(event.priority)).inc()
 
     def render(self) -> bytes:

@@ -16,9 +16,10 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .config import ModelsConfig, WhisperConfig
 from .errors import ConfigError, ModelUnavailable, TransientError
@@ -138,7 +139,7 @@ class ModelCache:
             stats.load_seconds += elapsed
             stats.bytes_held = size or None
             log.info("loaded model %s in %.2f s", "/".join(key), elapsed)
-        self._evict(lambda n: n > self._size, "cache_size %d" % self._size)
+        self._evict(lambda n: n > self._size, f"cache_size {self._size}")
         return slot.model
 
     def _make_room(self, key: tuple[str, ...], size: int) -> None:

@@ -20,14 +20,22 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import __version__
 from .config import Config, load_config
 from .domain import Cue, Segment, Transcript
-from .errors import Cancelled, ConfigError, InputError, ModelUnavailable, SubwatchError, TransientError
+from .errors import (
+    Cancelled,
+    ConfigError,
+    InputError,
+    ModelUnavailable,
+    SubwatchError,
+    TransientError,
+)
 from .events import EventBus
 from .journal import Identity, Job, Journal
 from .logs import log_context, setup_logging
@@ -172,11 +180,11 @@ class Service:
                                          config.models.memory_threshold)
         self.outbox = Outbox(config.paths.outbox, config.output.name_template,
                              config.output.formats)
-        self.journal: Journal | None = None
+        self._db: Journal | None = None
         self.bus = EventBus(config.http.history_size)
         self.metrics = Metrics(self)
         self.watcher: Watcher | None = None
-        self.pipeline: Pipeline | None = None
+        self._pipeline: Pipeline | None = None
         self._lock: StateLock | None = None
         self._wake = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -186,6 +194,19 @@ class Service:
         self.http_port: int | None = None
         self.notifier = Notifier()
         self._signals = 0
+
+    @property
+    def journal(self) -> Journal:
+        """The open journal (between startup and shutdown)."""
+        if self._db is None:
+            raise RuntimeError("the service has not started")
+        return self._db
+
+    @property
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            raise RuntimeError("the service has not started")
+        return self._pipeline
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -202,7 +223,7 @@ class Service:
         cfg = self.config
         self._lock = StateLock(cfg.paths.state_dir)
         cfg.paths.outbox.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(cfg.paths.state_dir / "journal.sqlite3", cfg.jobs.max_attempts)
+        self._db = Journal(cfg.paths.state_dir / "journal.sqlite3", cfg.jobs.max_attempts)
         last_id = int(await self._blocking(self.journal.get_meta, "last_event_id", "0") or 0)
         self.bus = EventBus(cfg.http.history_size, first_id=last_id)
         self.bus.bind(asyncio.get_running_loop())
@@ -235,7 +256,7 @@ class Service:
         """Resolve the Whisper model now: a model that cannot be had stops the start, not jobs."""
         cfg = self.config
         spec = await self._blocking(whisper_spec, cfg.whisper, cfg.models, cfg.jobs.workers)
-        self.pipeline = Pipeline(cfg, self.cache, spec)
+        self._pipeline = Pipeline(cfg, self.cache, spec)
         if "vad" in cfg.models.preload:
             await self._blocking(self.pipeline.vad_model)
         if "whisper" in cfg.models.preload:
@@ -283,9 +304,9 @@ class Service:
         self.bus.close_all("the daemon is stopping")
         if self._web is not None:
             await self._web.cleanup()
-        if self.journal:
+        if self._db:
             await self._blocking(self._save_event_id)
-            self.journal.close()
+            self._db.close()
         if self._lock:
             self._lock.release()
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -297,7 +318,7 @@ class Service:
 
     async def _watch_health(self) -> None:
         """Publish signal.degraded whenever health changes (watcher trouble, recovery)."""
-        previous = (True, [])
+        previous: tuple[bool, list[str]] = (True, [])
         while True:
             await asyncio.sleep(1.0)
             current = self.health()
@@ -326,7 +347,7 @@ class Service:
 
     def status_line(self) -> str:
         """One line for `systemctl status`: the queue and the running job."""
-        counts = self.journal.counts() if self.journal else {}
+        counts = self._db.counts() if self._db else {}
         line = (f"{counts.get('queued', 0) + counts.get('retry_wait', 0)} queued, "
                 f"{len(self.running)} running, {counts.get('done', 0)} done, "
                 f"{counts.get('failed', 0)} failed")
@@ -393,12 +414,12 @@ class Service:
         setup_logging(config.logging)
         if self.watcher:
             self.watcher.reconfigure(config.watch)
-        if self.journal:
-            self.journal.max_attempts = config.jobs.max_attempts
+        if self._db:
+            self._db.max_attempts = config.jobs.max_attempts
         self.outbox = Outbox(config.paths.outbox, config.output.name_template,
                              config.output.formats)
-        if self.pipeline:
-            self.pipeline.reconfigure(config)
+        if self._pipeline:
+            self._pipeline.reconfigure(config)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
@@ -661,7 +682,7 @@ class Service:
         return (not reasons, reasons)
 
     def status(self) -> dict[str, Any]:
-        counts = self.journal.counts() if self.journal else {}
+        counts = self._db.counts() if self._db else {}
         return {
             "version": __version__,
             "uptime_seconds": round(time.time() - self.started_at, 1),
@@ -671,7 +692,7 @@ class Service:
             "running": [r.as_dict() for r in self.running.values()],
             "recent_failures": [
                 {"id": j.id, "input": j.rel_path, "error": j.error, "message": j.message}
-                for j in (self.journal.list_jobs("failed", 5) if self.journal else [])],
+                for j in (self._db.list_jobs("failed", 5) if self._db else [])],
             "models": self.cache.snapshot(),
             "events": {"last_id": self.bus.last_id, "published": self.bus.published,
                        "subscribers": self.bus.subscriber_count},

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 from .domain import Cue, Segment, Transcript, Word
 
@@ -202,7 +202,8 @@ class CueStream:
     """Cues as words arrive, emitting only those that no later word can change.
 
     Grouping is greedy and merging looks one group ahead, so every group but the last two is
-    final, and the one before them is known for certain (its neighbour's timing depends on it). The last timed cue is held back until the next one is timed, because a dense cue may
+    final, and the one before them is known for certain (its neighbour's timing depends on
+    it). The last timed cue is held back until the next one is timed, because a dense cue may
     borrow reading time from it. Streaming this way gives exactly the cues a whole-file build
     gives, so the live stream and the written file agree.
     """

@@ -14,9 +14,12 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Iterable
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers.api import BaseObserver
 
 from .config import WatchConfig
 
@@ -153,12 +156,11 @@ def scan(inbox: Path, cfg: WatchConfig) -> list[str]:
             dirs[:] = []
         for name in sorted(files):
             path = Path(folder) / name
-            rel = path.relative_to(inbox).as_posix()
-            if not is_candidate_name(rel, cfg.extensions):
+            if not is_candidate_name(path.relative_to(inbox).as_posix(), cfg.extensions):
                 continue
-            rel = relative_inside(inbox, path)
-            if rel is not None and path.is_file():
-                found.append(rel)
+            inside = relative_inside(inbox, path)
+            if inside is not None and path.is_file():
+                found.append(inside)
     return found
 
 
@@ -168,13 +170,13 @@ def _raise(exc: OSError) -> None:
 
 # ---------------------------------------------------------------------------- watcher
 
-class _Handler:
+class _Handler(FileSystemEventHandler):
     """watchdog handler: every file event becomes a 'look at this path' on the event loop."""
 
     def __init__(self, hint: Callable[[str], None]) -> None:
         self._hint = hint
 
-    def dispatch(self, event) -> None:
+    def dispatch(self, event: FileSystemEvent) -> None:
         for attr in ("src_path", "dest_path"):
             path = getattr(event, attr, "")
             if path:
@@ -194,7 +196,7 @@ class Watcher:
         self._is_known = is_known
         self._admit = admit
         self._settler = Settler(inbox, cfg.settle_seconds)
-        self._observer = None
+        self._observer: BaseObserver | None = None
         self._hints: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rescan_now = asyncio.Event()
@@ -244,7 +246,7 @@ class Watcher:
     async def _wait(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self._rescan_now.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _full_scan(self) -> None:
@@ -317,8 +319,8 @@ class Watcher:
         from watchdog.observers.polling import PollingObserver
 
         self._stop_observer()
-        observer = PollingObserver(timeout=self.cfg.poll_interval) if self.mode == "poll" \
-            else Observer()
+        observer: BaseObserver = (PollingObserver(timeout=self.cfg.poll_interval)
+                                  if self.mode == "poll" else Observer())
         try:
             observer.schedule(_Handler(self._hint), str(self.inbox), recursive=self.cfg.recursive)
             observer.start()

@@ -8,18 +8,18 @@ headers, may pass it as `?token=`), and a Host check against DNS rebinding.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import ipaddress
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from .events import Event, Subscriber
+from .events import Event
 from .metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -27,14 +27,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SERVICE = web.AppKey("service", Any)
+SERVICE = web.AppKey("service", object)
 HEARTBEAT_SECONDS = 15.0
 JOB_ID_CHARS = frozenset("0123456789abcdef")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _service(request: web.Request) -> "Service":
-    return request.app[SERVICE]
+def _service(request: web.Request) -> Service:
+    return cast("Service", request.app[SERVICE])
 
 
 # ---------------------------------------------------------------------------- access
@@ -264,7 +264,7 @@ async def _send(resp: Any, events: list[Event], last: int) -> int:
 
 # ---------------------------------------------------------------------------- app
 
-def make_app(service: "Service") -> web.Application:
+def make_app(service: Service) -> web.Application:
     app = web.Application(middlewares=[access])
     app[SERVICE] = service
     r = app.router
@@ -284,7 +284,7 @@ def make_app(service: "Service") -> web.Application:
     return app
 
 
-async def start_web(service: "Service") -> web.AppRunner:
+async def start_web(service: Service) -> web.AppRunner:
     cfg = service.config.http
     runner = web.AppRunner(make_app(service), access_log=None, shutdown_timeout=2.0)
     await runner.setup()

@@ -13,8 +13,9 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 from .domain import Transcript
 from .errors import classify_os_error

@@ -37,7 +37,7 @@ class Browser:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> "Browser":
+    async def __aenter__(self) -> Browser:
         self.proc = subprocess.Popen(
             [chromium_path(), *FLAGS, f"--remote-debugging-port={self.port}",
              f"--user-data-dir={self.profile}", "about:blank"],

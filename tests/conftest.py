@@ -6,6 +6,7 @@ daemon processes started by tests load their own copy, as users' daemons do.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -13,9 +14,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jiwer
 import pytest
@@ -148,7 +149,7 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = root / "daemon.log"
 
-    def start(self, wait: bool = True, journald: bool = False) -> "DaemonProcess":
+    def start(self, wait: bool = True, journald: bool = False) -> DaemonProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("JOURNAL_STREAM", None)
         self.log.touch()

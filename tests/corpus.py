@@ -157,6 +157,6 @@ def within_style(s: Shown, max_chars: int = 42, max_lines: int = 2, min_s: float
 
 def phantoms(shown: list[Shown], item: Item) -> int:
     """Subtitles with no true speech under them at all."""
-    speech = list(zip(item.speech.onsets, item.speech.ends))
+    speech = list(zip(item.speech.onsets, item.speech.ends, strict=True))
     return sum(1 for s in shown if s.text.strip() and not any(
         min(s.end, b) > max(s.start, a) for a, b in speech))

@@ -24,7 +24,7 @@ MiB = 2**20
 class Blob:
     """A stand-in model whose memory the test controls (the probe below sums live blobs)."""
 
-    live: "weakref.WeakSet[Blob]" = weakref.WeakSet()
+    live: weakref.WeakSet[Blob] = weakref.WeakSet()
 
     def __init__(self, size: int) -> None:
         self.size = size

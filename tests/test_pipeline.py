@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from conftest import wer
 from media import FORMATS, SR, Speech, encode, write_wav
+from test_subtitles import assert_within_limits
 
 from daemon.errors import Cancelled, InputError
 from daemon.pipeline import Pipeline, style_limits
 from daemon.pipeline.decode import decode
-from test_subtitles import assert_within_limits
 
 
 def check_transcript(transcript, speech: Speech, limits) -> None:

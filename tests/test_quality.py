@@ -48,7 +48,8 @@ def test_repeats_of_the_previous_segment_are_dropped() -> None:
 
 
 def test_phantom_and_ratio_helpers() -> None:
-    assert is_phantom_phrase(" Thank you for watching. ") and not is_phantom_phrase("Thank you, Sam")
+    assert is_phantom_phrase(" Thank you for watching. ")
+    assert not is_phantom_phrase("Thank you, Sam")
     assert compression_ratio("abc " * 50) > 2.4 > compression_ratio("The quick brown fox jumps.")
 
 

@@ -29,7 +29,8 @@ def words_at(text: str, start: float = 0.0, word_seconds: float = 0.3,
 
 
 def seg(words: list[Word], index: int = 0) -> Segment:
-    return Segment(index, "".join(w.text for w in words).strip(), words[0].start, words[-1].end, tuple(words))
+    text = "".join(w.text for w in words).strip()
+    return Segment(index, text, words[0].start, words[-1].end, tuple(words))
 
 
 def assert_within_limits(cues: list[Cue], limits: StyleLimits = LIMITS,

@@ -91,7 +91,7 @@ def test_ready_watchdog_status_stopping(daemon_factory, tmp_path: Path) -> None:
     ready_at = sink.having("READY")[0][0]
     pings = [t for t, _ in sink.having("WATCHDOG")]
     assert len(pings) >= 3 and pings[0] >= ready_at
-    gaps = [b - a for a, b in zip(pings, pings[1:])]
+    gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
     assert max(gaps) <= 1.5, gaps  # WATCHDOG_USEC 2 s: a ping every second
     statuses = [m["STATUS"] for _, m in sink.having("STATUS")]
     assert any("1 running" in s and "'long.wav'" in s for s in statuses), statuses

@@ -7,11 +7,11 @@ import contextlib
 import json
 import shutil
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
-import pytest
 from conftest import make_config
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -214,7 +214,8 @@ async def test_fan_out_and_a_reader_that_never_reads(tmp_path: Path, short_wav: 
         await stalled.drain()
         streams = [[] for _ in range(20)]
         responses = [await http.get(url + "/events") for _ in streams]
-        readers = [asyncio.create_task(read_sse(r, s)) for r, s in zip(responses, streams)]
+        readers = [asyncio.create_task(read_sse(r, s))
+                   for r, s in zip(responses, streams, strict=True)]
         await wait_until(lambda: service.bus.subscriber_count == 21, 10, "21 subscribers")
         # a burst far beyond socket buffers: 4 MB of final-priority events
         blob = "x" * 2000

@@ -12,8 +12,8 @@ the word times stand.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..domain import SpeechSpan, Word
 
@@ -30,7 +30,7 @@ class SpeechEdges:
 
     @classmethod
     def from_spans(cls, spans: Sequence[SpeechSpan], sample_rate: int, pad_seconds: float,
-                   total_samples: int) -> "SpeechEdges":
+                   total_samples: int) -> SpeechEdges:
         """Edges only where the VAD saw a real pause: spans that touch (a pause shorter than
         twice the padding, split in the middle) or reach the file's ends say nothing exact."""
         onsets, offsets = [], []

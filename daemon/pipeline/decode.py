@@ -8,8 +8,8 @@ a stop request honoured mid-file, so this is a small decoder of our own on the s
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 

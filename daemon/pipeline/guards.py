@@ -15,8 +15,8 @@ from __future__ import annotations
 import difflib
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..domain import Segment
 
