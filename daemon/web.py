@@ -112,6 +112,16 @@ def _job_id(request: web.Request) -> str:
     return job_id
 
 
+async def _known_job_id(request: web.Request) -> str:
+    """A job id with events in memory or a record in the journal; 404 otherwise."""
+    service = _service(request)
+    job_id = _job_id(request)
+    if not service.bus.has_job(job_id) and await service._blocking(
+            service.journal.get, job_id) is None:
+        raise web.HTTPNotFound(text="no such job")
+    return job_id
+
+
 async def _existing_job(request: web.Request) -> Any:
     service = _service(request)
     found = await service._blocking(service.journal.get, _job_id(request))
@@ -151,10 +161,7 @@ async def cancel(request: web.Request) -> web.Response:
 async def history(request: web.Request) -> web.Response:
     """GET /jobs/{id}/events/history?since=&after_id=&types= (design §8.3)."""
     service = _service(request)
-    job_id = _job_id(request)
-    if not service.bus.has_job(job_id) and await service._blocking(
-            service.journal.get, job_id) is None:
-        raise web.HTTPNotFound(text="no such job")
+    job_id = await _known_job_id(request)
     try:
         since = float(request.query["since"]) if "since" in request.query else None
         after = int(request.query["after_id"]) if "after_id" in request.query else None
@@ -222,12 +229,7 @@ async def events_all(request: web.Request) -> web.StreamResponse:
 
 
 async def events_job(request: web.Request) -> web.StreamResponse:
-    service = _service(request)
-    job_id = _job_id(request)
-    if not service.bus.has_job(job_id) and await service._blocking(
-            service.journal.get, job_id) is None:
-        raise web.HTTPNotFound(text="no such job")
-    return await _stream(request, job_id)
+    return await _stream(request, await _known_job_id(request))
 
 
 async def _stream(request: web.Request, job_id: str | None) -> web.StreamResponse:
