@@ -128,6 +128,11 @@ class EventBus:
         self.published = 0
         self.on_publish: list[Callable[[Event], None]] = []
 
+    def continue_after(self, last_id: int) -> None:
+        """Never reuse an id a previous run gave out (its last id is kept in the journal)."""
+        with self._lock:
+            self._next_id = max(self._next_id, last_id + 1)
+
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 

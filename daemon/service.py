@@ -98,6 +98,7 @@ class Service:
         self._db: Journal | None = None
         self.bus = EventBus(config.http.history_size)
         self.metrics = Metrics(self)
+        self.bus.on_publish.append(self.metrics.on_event)
         self.watcher: Watcher | None = None
         self._pipeline: Pipeline | None = None
         self._lock: StateLock | None = None
@@ -105,6 +106,7 @@ class Service:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=config.jobs.workers + 2, thread_name_prefix="subwatch-job")
         self._tasks: list[asyncio.Task[Any]] = []
+        self._inflight: set[concurrent.futures.Future[Any]] = set()
         self._web: Any = None
         self.http_port: int | None = None
         self.notifier = Notifier()
@@ -140,9 +142,8 @@ class Service:
         cfg.paths.outbox.mkdir(parents=True, exist_ok=True)
         self._db = Journal(cfg.paths.state_dir / "journal.sqlite3", cfg.jobs.max_attempts)
         last_id = int(await self._blocking(self.journal.get_meta, "last_event_id", "0") or 0)
-        self.bus = EventBus(cfg.http.history_size, first_id=last_id)
+        self.bus.continue_after(last_id)
         self.bus.bind(asyncio.get_running_loop())
-        self.bus.on_publish.append(self.metrics.on_event)
         requeued, failed = await self._blocking(self.journal.recover)
         if requeued or failed:
             log.warning("recovered after an abrupt stop: %d job(s) requeued, %d failed for good",
@@ -208,7 +209,7 @@ class Service:
             run.cancel.set()
         workers = [t for t in self._tasks if t.get_name().startswith("worker")]
         if workers:
-            done, pending = await asyncio.wait(workers, timeout=self.config.jobs.grace_seconds)
+            await asyncio.wait(workers, timeout=self.config.jobs.grace_seconds)
             for run in list(self.running.values()):
                 log.warning("job %s did not stop within %.0f s; it will run again after restart",
                             run.job.id, self.config.jobs.grace_seconds)
@@ -282,8 +283,9 @@ class Service:
 
     @property
     def threads_busy(self) -> bool:
-        """True when a worker thread is still inside a library call the process must abandon."""
-        return bool(self.running)
+        """True when a thread is still inside a call the process must abandon (an inference the
+        grace period did not see end): the interpreter would otherwise wait for it at exit."""
+        return any(not work.done() for work in list(self._inflight))
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -350,8 +352,10 @@ class Service:
     async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run blocking work off the event loop, carrying the log context into the thread."""
         ctx = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, ctx.run, fn, *args)
+        work = self._executor.submit(ctx.run, fn, *args)
+        self._inflight.add(work)
+        work.add_done_callback(self._inflight.discard)
+        return await asyncio.wrap_future(work)
 
     # ------------------------------------------------------------------ intake
 

@@ -144,3 +144,17 @@ def test_transcribe_command(tmp_path: Path, short_wav: Path, short_speech) -> No
     failed = subprocess.run([sys.executable, "-m", "daemon", "transcribe", str(bad)],
                             capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert failed.returncode == 1 and "not a readable media file" in failed.stderr
+
+
+def test_stop_past_the_grace_period_leaves_anyway(daemon_factory, tmp_path: Path) -> None:
+    """A grace of 0 s: the inference still running is abandoned, the job stays queued."""
+    long_wav = long_speech_wav(tmp_path / "long.wav")
+    d = daemon_factory(jobs={"grace_seconds": 0}).start()
+    shutil.copy(long_wav, tmp_path / "inbox" / "long.wav")
+    d.wait_for(lambda: any(r["phase"] == "transcribe" for r in d.status()["running"]),
+               what="transcribing")
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit(30) == 0
+    d2 = daemon_factory().start()
+    (job,) = d2.wait_for(lambda: jobs(d2, "done"), what="done after restart")
+    assert job["attempts"] == 1
