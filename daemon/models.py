@@ -61,7 +61,6 @@ class ModelStats:
 class _Slot:
     lock: threading.Lock = field(default_factory=threading.Lock)
     model: Any = None
-    size: int = 0
     last_used: float = field(default_factory=time.monotonic)
     release: Callable[[], None] | None = None
 
@@ -130,7 +129,7 @@ class ModelCache:
             self._make_room(key, size)
             started = time.perf_counter()
             slot.model = loader()
-            slot.size, slot.release = size, release
+            slot.release = release
             with self._lock:  # an eviction may have dropped the slot while it was loading
                 self._slots[key] = slot
                 self._slots.move_to_end(key)

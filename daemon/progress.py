@@ -35,7 +35,7 @@ class RunningJob:
     message: str = ""
     started: float = field(default_factory=time.monotonic)
     last_log: float = 0.0
-    segments: int = 0
+    segments: int = 0  # decoded so far, shown in /status
     cancel_reason: str = ""
 
     def eta_seconds(self) -> float | None:
@@ -47,7 +47,8 @@ class RunningJob:
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.job.id, "input": self.job.rel_path, "phase": self.phase,
                 "percent": round(self.percent, 1), "message": self.message,
-                "eta_seconds": self.eta_seconds(), "attempt": self.job.attempts}
+                "eta_seconds": self.eta_seconds(), "attempt": self.job.attempts,
+                "segments": self.segments}
 
 
 class JobReporter:

@@ -173,14 +173,14 @@ def _raise(exc: OSError) -> None:
 class _Handler(FileSystemEventHandler):
     """watchdog handler: every file event becomes a 'look at this path' on the event loop."""
 
-    def __init__(self, hint: Callable[[str], None]) -> None:
+    def __init__(self, hint: Callable[[str, bool], None]) -> None:
         self._hint = hint
 
     def dispatch(self, event: FileSystemEvent) -> None:
         for attr in ("src_path", "dest_path"):
             path = getattr(event, attr, "")
             if path:
-                self._hint(os.fsdecode(path))
+                self._hint(os.fsdecode(path), event.is_directory)
 
 
 class Watcher:
@@ -250,11 +250,12 @@ class Watcher:
             pass
 
     async def _full_scan(self) -> None:
-        # The observer starts before the walk: a file created during the walk then shows up as
-        # an event or in the walk, never in neither.
-        if self.state != "watching":
-            await asyncio.to_thread(self._start_observer)
         try:
+            await asyncio.to_thread(self.inbox.stat)
+            # The observer starts before the walk: a file created during the walk then shows
+            # up as an event or in the walk, never in neither.
+            if self.state != "watching":
+                await asyncio.to_thread(self._start_observer)
             unknown = await asyncio.to_thread(self._scan_unknown)
         except OSError as exc:
             await self._set_unavailable(exc)
@@ -296,23 +297,21 @@ class Watcher:
             if not self._paused:
                 await self._admit(item)
 
-    def _hint(self, path: str) -> None:
-        """Called on watchdog's thread."""
+    def _hint(self, path: str, is_directory: bool) -> None:
+        """Called on watchdog's thread, which may block on a slow share; the loop must not."""
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._take_hint, path)
-
-    def _take_hint(self, path: str) -> None:
+        if loop is None or loop.is_closed():
+            return
         full = Path(path)
-        if full == self.inbox or full.is_dir():
+        if is_directory or full == self.inbox:
             # the inbox itself moved or vanished, or a folder moved in whole (its files bring no
             # events of their own): look again now
-            self._rescan_now.set()
+            loop.call_soon_threadsafe(self._rescan_now.set)
             return
         rel = relative_inside(self.inbox, full)
         if rel is not None and is_candidate_name(rel, self.cfg.extensions):
             if self.cfg.recursive or "/" not in rel:
-                self._hints.add(rel)
+                loop.call_soon_threadsafe(self._hints.add, rel)
 
     def _start_observer(self) -> None:
         from watchdog.observers import Observer
