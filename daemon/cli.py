@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"subwatch: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from .models import apply_hub_settings
+
+    apply_hub_settings(config.models)  # before anything imports the hub client
     handler = {"run": cmd_run, "transcribe": cmd_transcribe, "status": cmd_status,
                "check-config": cmd_check_config}[args.command]
     return handler(args, config)
@@ -107,7 +110,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     service = Service(config)
     code = EXIT_OK
     try:
-        asyncio.run(service.run())
+        _run_until_stopped(service)
     except ConfigError as exc:
         log.error("config error: %s", exc)
         code = EXIT_USAGE
@@ -123,6 +126,17 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
         logging.shutdown()
         os._exit(code)
     return code
+
+
+def _run_until_stopped(service: Any) -> None:
+    """Like asyncio.run, but without waiting for executor threads at the end: one may be stuck
+    in an inference past the grace period, or in a stat of a share that hung."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(service.run())
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 # ---------------------------------------------------------------------------- transcribe

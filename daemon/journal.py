@@ -141,9 +141,12 @@ class Journal:
     # ---------------------------------------------------------------- intake
 
     def known(self, identity: Identity) -> bool:
+        """Has this identity a job? (One canceled because its file had vanished does not count:
+        a share that comes back brings it back.)"""
         with self._lock:
             row = self._db.execute(
-                "SELECT 1 FROM jobs WHERE rel_path=? AND size=? AND mtime_ns=?",
+                "SELECT 1 FROM jobs WHERE rel_path=? AND size=? AND mtime_ns=? AND NOT"
+                " (state='canceled' AND error='vanished')",
                 (identity.rel_path, identity.size, identity.mtime_ns)).fetchone()
         return row is not None
 
@@ -160,12 +163,20 @@ class Journal:
         now = time.time()
         job_id = secrets.token_hex(8)
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO jobs (id, rel_path, size, mtime_ns, inode, state,"
-                " created_at, updated_at, message, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (job_id, identity.rel_path, identity.size, identity.mtime_ns, identity.inode,
-                 state, now, now, message, now if state in FINAL_STATES else None))
-            if cur.rowcount == 0:
+            revived = db.execute(
+                "UPDATE jobs SET state='queued', attempts=0, error=NULL, message=NULL,"
+                " finished_at=NULL, updated_at=? WHERE rel_path=? AND size=? AND mtime_ns=?"
+                " AND state='canceled' AND error='vanished' RETURNING id",
+                (now, identity.rel_path, identity.size, identity.mtime_ns)).fetchone()
+            if revived is not None:
+                job_id = revived[0]
+            elif db.execute(
+                    "INSERT OR IGNORE INTO jobs (id, rel_path, size, mtime_ns, inode, state,"
+                    " created_at, updated_at, message, finished_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (job_id, identity.rel_path, identity.size, identity.mtime_ns,
+                     identity.inode, state, now, now, message,
+                     now if state in FINAL_STATES else None)).rowcount == 0:
                 return None
         return self.get(job_id)
 
@@ -185,6 +196,9 @@ class Journal:
                 " updated_at=?, next_attempt_at=NULL WHERE id=?", (now, now, row["id"]))
         return self.get(row["id"])
 
+    # Every transition names the states it may start from, so a late writer (a stop racing a
+    # finish, a cancel racing a claim) can never move a job backwards.
+
     def finish(self, job_id: str, outputs: list[str], language: str | None, result: str,
                audio_seconds: float, processing_seconds: float) -> None:
         self._set(job_id, "done", outputs=json.dumps(outputs), language=language, result=result,
@@ -198,12 +212,14 @@ class Journal:
         self._set(job_id, "retry_wait", error=code, message=message,
                   next_attempt_at=time.time() + delay)
 
-    def requeue(self, job_id: str, refund: bool = True) -> None:
-        """Back to the queue; a stop is not the file's fault, so its attempt is refunded."""
+    def requeue(self, job_id: str, refund: bool = True) -> bool:
+        """A running job back to the queue; a stop is not the file's fault, so its attempt is
+        refunded."""
         with self._tx() as db:
-            db.execute(
+            return db.execute(
                 "UPDATE jobs SET state='queued', updated_at=?, attempts=MAX(attempts - ?, 0)"
-                " WHERE id=?", (time.time(), 1 if refund else 0, job_id))
+                " WHERE id=? AND state='running'",
+                (time.time(), 1 if refund else 0, job_id)).rowcount == 1
 
     def reset(self, job_id: str) -> bool:
         """A finished job back to the queue with fresh attempts (an operator's retry)."""
@@ -213,15 +229,22 @@ class Journal:
                 " next_attempt_at=NULL, finished_at=NULL, updated_at=? WHERE id=? AND state IN"
                 " ('failed', 'canceled', 'done', 'skipped')", (time.time(), job_id)).rowcount == 1
 
-    def cancel(self, job_id: str, reason: str) -> None:
-        self._set(job_id, "canceled", error="canceled", message=reason, finished_at=time.time())
+    def cancel(self, job_id: str, reason: str, code: str = "canceled",
+               states: tuple[str, ...] = ("running",)) -> bool:
+        """Cancel a job that is in one of `states`; False if it had moved on meanwhile."""
+        return self._set(job_id, "canceled", error=code, message=reason,
+                         finished_at=time.time(), from_states=states)
 
-    def _set(self, job_id: str, state: str, **fields: Any) -> None:
+    def _set(self, job_id: str, state: str, from_states: tuple[str, ...] = ("running",),
+             **fields: Any) -> bool:
         fields["state"] = state
         fields["updated_at"] = time.time()
         names = ", ".join(f"{k}=?" for k in fields)
+        marks = ", ".join("?" for _ in from_states)
         with self._tx() as db:
-            db.execute(f"UPDATE jobs SET {names} WHERE id=?", (*fields.values(), job_id))
+            return db.execute(
+                f"UPDATE jobs SET {names} WHERE id=? AND state IN ({marks})",
+                (*fields.values(), job_id, *from_states)).rowcount == 1
 
     # ---------------------------------------------------------------- meta
 
@@ -280,11 +303,23 @@ class _Transaction:
 
     def __enter__(self) -> sqlite3.Connection:
         self._journal._lock.acquire()
-        self._journal._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._journal._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._journal._lock.release()  # a failed BEGIN (busy, disk full) must not wedge us
+            raise
         return self._journal._db
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        db = self._journal._db
         try:
-            self._journal._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            db.execute("ROLLBACK" if exc_type else "COMMIT")
+        except BaseException:
+            if db.in_transaction:  # a failed COMMIT leaves the transaction open: end it
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise
         finally:
             self._journal._lock.release()

@@ -285,6 +285,17 @@ def _bundled_tiny_en() -> str | None:
     return str(path) if (path / "model.bin").is_file() else None
 
 
+def apply_hub_settings(models: ModelsConfig) -> None:
+    """`models.mirror_url` as HF_ENDPOINT. huggingface_hub reads it once, when it is imported,
+    so the CLI calls this before anything imports faster-whisper."""
+    if not models.mirror_url:
+        return
+    os.environ["HF_ENDPOINT"] = models.mirror_url.rstrip("/")
+    hub = sys.modules.get("huggingface_hub.constants")
+    if hub is not None and getattr(hub, "ENDPOINT", "") != os.environ["HF_ENDPOINT"]:
+        log.warning("models.mirror_url applies from the next start (the hub client is loaded)")
+
+
 def _download(name: str, models: ModelsConfig) -> str:
     from faster_whisper.utils import available_models, download_model
 
@@ -292,8 +303,7 @@ def _download(name: str, models: ModelsConfig) -> str:
         raise ModelUnavailable(
             f"whisper.model = {name!r} is not a known model name "
             f"({', '.join(available_models())}), a hub repo id or a folder")
-    if models.mirror_url:
-        os.environ["HF_ENDPOINT"] = models.mirror_url
+    apply_hub_settings(models)
     cache_dir = models.download_root or None
     try:
         return download_model(name, cache_dir=cache_dir, local_files_only=True)

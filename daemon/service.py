@@ -47,6 +47,8 @@ from .writer import Outbox, sweep_temp_files
 log = logging.getLogger(__name__)
 
 # Values a running daemon cannot change in place (SIGHUP names them; a restart applies them).
+WORKER_BACKOFF_SECONDS = 5.0
+
 RESTART_ONLY = ("paths", "models", "whisper", "vad", "separation", "sensevoice", "watch.mode",
                 "jobs.workers", "http.host", "http.port", "http.history_size")
 
@@ -104,7 +106,7 @@ class Service:
         self._lock: StateLock | None = None
         self._wake = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=config.jobs.workers + 2, thread_name_prefix="subwatch-job")
+            max_workers=config.jobs.workers + 4, thread_name_prefix="subwatch")
         self._tasks: list[asyncio.Task[Any]] = []
         self._inflight: set[concurrent.futures.Future[Any]] = set()
         self._web: Any = None
@@ -155,7 +157,8 @@ class Service:
         from .web import start_web
 
         self._web = await start_web(self)
-        self.watcher = Watcher(cfg.paths.inbox, cfg.watch, self._is_known, self._admit)
+        self.watcher = Watcher(cfg.paths.inbox, cfg.watch, self._is_known, self._admit,
+                               self._blocking)
         self._tasks.append(asyncio.create_task(self.watcher.run(), name="watcher"))
         for n in range(cfg.jobs.workers):
             self._tasks.append(asyncio.create_task(self._worker(n), name=f"worker-{n}"))
@@ -407,14 +410,21 @@ class Service:
     # ------------------------------------------------------------------ work
 
     async def _worker(self, number: int) -> None:
+        """Claim and run jobs until the stop; an unexpected error (a full disk under the
+        journal, a stale NFS handle) is logged and retried, never the silent end of a worker."""
         while not self.stopping.is_set():
-            self._wake.clear()  # before the claim, so an admission during it is not missed
-            job = await self._blocking(self.journal.claim)
-            if job is None:
-                await self._idle_wait()
-                continue
-            with log_context(job_id=job.id):
-                await self._run_job(job)
+            try:
+                self._wake.clear()  # before the claim, so an admission during it is not missed
+                job = await self._blocking(self.journal.claim)
+                if job is None:
+                    await self._idle_wait()
+                    continue
+                with log_context(job_id=job.id):
+                    await self._run_job(job)
+            except Exception:
+                log.exception("worker %d: unexpected error; going on in %.0f s", number,
+                              WORKER_BACKOFF_SECONDS)
+                await asyncio.sleep(WORKER_BACKOFF_SECONDS)
 
     async def _idle_wait(self) -> None:
         due = await self._blocking(self.journal.next_due)
@@ -427,15 +437,21 @@ class Service:
 
     async def _run_job(self, job: Job) -> None:
         path = self.config.paths.inbox / job.rel_path
-        if not await self._blocking(self._inbox_available):
+        if self.stopping.is_set() or not await self._blocking(self._inbox_available):
             await self._blocking(self.journal.requeue, job.id)
-            await asyncio.sleep(self.config.watch.poll_interval)
+            if not self.stopping.is_set():
+                await asyncio.sleep(self.config.watch.poll_interval)
             return
-        problem = await self._blocking(self._identity_problem, job, path)
+        try:
+            problem = await self._blocking(self._identity_problem, job, path)
+        except OSError as exc:
+            await self._retry_or_fail(job, "io_error", f"cannot read the file: {exc.strerror}")
+            return
         if problem:
-            log.info("canceled %r: %s", job.rel_path, problem)
-            await self._blocking(self.journal.cancel, job.id, problem)
-            self._signal("job_canceled", job, reason=problem)
+            code, reason = problem
+            log.info("canceled %r: %s", job.rel_path, reason)
+            await self._blocking(self.journal.cancel, job.id, reason, code)
+            self._signal("job_canceled", job, reason=reason)
             return
         run = RunningJob(job)
         self.running[job.id] = run
@@ -451,13 +467,16 @@ class Service:
         return self.config.paths.inbox.is_dir()
 
     @staticmethod
-    def _identity_problem(job: Job, path: Path) -> str | None:
+    def _identity_problem(job: Job, path: Path) -> tuple[str, str] | None:
+        """(code, reason) when the file is not the one admitted. A vanished file is canceled
+        as `vanished`, which the journal revives if it comes back (a share that unmounted
+        under its mount point looks exactly like this)."""
         try:
             st = path.stat()
         except FileNotFoundError:
-            return "the input file is gone"
+            return "vanished", "the input file is gone"
         if (st.st_size, st.st_mtime_ns) != (job.size, job.mtime_ns):
-            return "the input file changed; its new version is a new job"
+            return "superseded", "the input file changed; its new version is a new job"
         return None
 
     async def _process(self, run: RunningJob, path: Path) -> None:
@@ -514,6 +533,10 @@ class Service:
         action = self.config.jobs.on_success
         src = self.config.paths.inbox / job.rel_path
         try:
+            if action != "keep" and self._identity_problem(job, src) is not None:
+                log.info("left %r in place (on_success = %s): it changed while it was "
+                         "transcribed", job.rel_path, action)
+                return
             if action == "move":
                 dest = self.config.paths.inbox / ".done" / job.rel_path
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -570,12 +593,15 @@ class Service:
         job = await self._blocking(self.journal.get, job_id)
         if job is None:
             return None
-        if job.state in ("queued", "retry_wait"):
-            await self._blocking(self.journal.cancel, job.id, "canceled by request")
+        if job.state in ("queued", "retry_wait") and await self._blocking(
+                self.journal.cancel, job.id, "canceled by request", "canceled",
+                ("queued", "retry_wait")):
             self.metrics.job_finished("canceled")
             self._signal("job_canceled", job, reason="canceled by request")
             return "canceled"
-        return job.state
+        if job.id in self.running:  # claimed meanwhile: stop it at its next safe point
+            return await self.cancel_job(job.id)
+        return (await self._blocking(self.journal.get, job_id) or job).state
 
     async def retry_job(self, job_id: str) -> str | None:
         """Queue a finished job again (failed, canceled, done, skipped) with fresh attempts."""
@@ -598,6 +624,10 @@ class Service:
             reasons.append("stopping")
         elif not self.ready:
             reasons.append("starting")
+        else:
+            reasons += [f"internal task {t.get_name()} failed: {t.exception()!r}"
+                        for t in self._tasks
+                        if t.done() and not t.cancelled() and t.exception() is not None]
         return (not reasons, reasons)
 
     def status(self) -> dict[str, Any]:
@@ -608,7 +638,7 @@ class Service:
             "ready": self.ready,
             "watcher": self.watcher.describe() if self.watcher else None,
             "queue": counts,
-            "running": [r.as_dict() for r in self.running.values()],
+            "running": [r.as_dict() for r in list(self.running.values())],
             "recent_failures": [
                 {"id": j.id, "input": j.rel_path, "error": j.error, "message": j.message}
                 for j in (self._db.list_jobs("failed", 5) if self._db else [])],

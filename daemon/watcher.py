@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
@@ -187,7 +188,8 @@ class Watcher:
     """Finds settled, unknown candidate files and hands them to `admit` (an async callback)."""
 
     def __init__(self, inbox: Path, cfg: WatchConfig, is_known: Callable[[str], bool],
-                 admit: Callable[[Settled], Awaitable[None]]) -> None:
+                 admit: Callable[[Settled], Awaitable[None]],
+                 blocking: Callable[..., Awaitable[Any]] = asyncio.to_thread) -> None:
         self.inbox = inbox
         self.cfg = cfg
         self.mode = choose_mode(cfg.mode, inbox)
@@ -195,6 +197,9 @@ class Watcher:
         self.last_error: str | None = None
         self._is_known = is_known
         self._admit = admit
+        # where blocking calls (stats and walks of a share that may hang) run: the daemon's own
+        # executor, so a stop can see them and leave without waiting on a dead NFS server
+        self._blocking = blocking
         self._settler = Settler(inbox, cfg.settle_seconds)
         self._observer: BaseObserver | None = None
         self._hints: set[str] = set()
@@ -224,16 +229,20 @@ class Watcher:
         try:
             while True:
                 now = time.monotonic()
-                if now >= next_scan or self._rescan_now.is_set():
-                    self._rescan_now.clear()
-                    await self._full_scan()
-                    next_scan = now + self._rescan_interval()
-                self.check_observer()
-                await self._check_root()
-                await self._settle()
+                try:
+                    if now >= next_scan or self._rescan_now.is_set():
+                        self._rescan_now.clear()
+                        await self._full_scan()
+                        next_scan = now + self._rescan_interval()
+                    self.check_observer()
+                    await self._check_root()
+                    await self._settle()
+                except Exception as exc:  # discovery must outlive any one bad file or share
+                    log.exception("watcher: unexpected error; going on")
+                    self.last_error = f"watcher error: {exc}"
                 await self._wait(self._tick_interval())
         finally:
-            await asyncio.to_thread(self._stop_observer)
+            await self._blocking(self._stop_observer)
 
     # -- internals
 
@@ -251,12 +260,12 @@ class Watcher:
 
     async def _full_scan(self) -> None:
         try:
-            await asyncio.to_thread(self.inbox.stat)
+            await self._blocking(self.inbox.stat)
             # The observer starts before the walk: a file created during the walk then shows
             # up as an event or in the walk, never in neither.
             if self.state != "watching":
-                await asyncio.to_thread(self._start_observer)
-            unknown = await asyncio.to_thread(self._scan_unknown)
+                await self._blocking(self._start_observer)
+            unknown = await self._blocking(self._scan_unknown)
         except OSError as exc:
             await self._set_unavailable(exc)
             return
@@ -269,7 +278,7 @@ class Watcher:
         """One stat of the inbox per tick: a share that unmounts is noticed within a second,
         and one that comes back is rescanned at once."""
         try:
-            await asyncio.to_thread(self.inbox.stat)
+            await self._blocking(self.inbox.stat)
         except OSError as exc:
             await self._set_unavailable(exc)
             return
@@ -285,7 +294,7 @@ class Watcher:
                       exc.strerror or exc)
         self.state = "unavailable"
         self.last_error = f"inbox unavailable: {exc.strerror or exc}"
-        await asyncio.to_thread(self._stop_observer)
+        await self._blocking(self._stop_observer)
 
     async def _settle(self) -> None:
         hints, self._hints = self._hints, set()
@@ -293,7 +302,7 @@ class Watcher:
             self._settler.add(rel)
         if not len(self._settler) or self._paused:
             return
-        for item in await asyncio.to_thread(self._settler.tick):
+        for item in await self._blocking(self._settler.tick):
             if not self._paused:
                 await self._admit(item)
 

@@ -101,7 +101,10 @@ class Outbox:
         """An SRT already at the target path (any language code when it is not known yet)."""
         if lang:
             path = self.target(rel_path, lang, "srt")
-            return path if path.is_file() else None
+            try:
+                return path if path.is_file() else None
+            except OSError:  # an unreadable folder on a share: nothing known to skip for
+                return None
         pattern = self._pattern(rel_path, "srt")
         try:
             for entry in os.scandir(self.folder(rel_path)):

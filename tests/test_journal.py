@@ -86,3 +86,44 @@ def test_wal_mode_and_concurrent_claims(tmp_path: Path) -> None:
     assert len(claimed) == 40 == len(set(claimed))
     mode = sqlite3.connect(j.path).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
+
+
+def test_transitions_never_move_a_job_backwards(tmp_path: Path) -> None:
+    j = open_journal(tmp_path)
+    job = j.admit(Identity("race.wav", 1, 1))
+    claimed = j.claim()
+    assert claimed and claimed.id == job.id
+    # a cancel meant for a queued job arrives after the claim: it must not apply
+    assert not j.cancel(job.id, "canceled by request", states=("queued", "retry_wait"))
+    j.finish(job.id, [], "en", "ok", 1.0, 1.0)
+    assert not j.requeue(job.id)  # a late stop cannot put a finished job back in the queue
+    assert j.get(job.id).state == "done"
+
+
+def test_vanished_jobs_come_back_with_their_file(tmp_path: Path) -> None:
+    j = open_journal(tmp_path)
+    ident = Identity("nas/movie.mkv", 10, 10)
+    j.admit(ident)
+    job = j.claim()
+    assert j.cancel(job.id, "the input file is gone", code="vanished")
+    assert not j.known(ident)  # the share came back: the scan sees it as new…
+    again = j.admit(ident)
+    assert again and again.id == job.id and again.state == "queued" and again.attempts == 0
+    j.claim()
+    assert j.cancel(job.id, "canceled by request")  # …but a user's cancel stays
+    assert j.known(ident) and j.admit(ident) is None
+
+
+def test_a_failed_transaction_releases_the_lock(tmp_path: Path) -> None:
+    j = open_journal(tmp_path)
+    other = sqlite3.connect(j.path, timeout=0)
+    other.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+    j._db.execute("PRAGMA busy_timeout = 0")
+    try:
+        j.admit(Identity("busy.wav", 1, 1))
+    except sqlite3.OperationalError:
+        pass
+    else:
+        raise AssertionError("the admit should have met a locked database")
+    other.rollback()
+    assert j.admit(Identity("busy.wav", 1, 1)) is not None  # not wedged

@@ -126,3 +126,35 @@ def test_cuda_without_gpu_is_a_config_error(tmp_path: Path) -> None:
         assert out.returncode == 0
     else:
         assert out.returncode == 2 and "whisper.device" in out.stderr and "GPU" in out.stderr
+
+
+def test_mirror_url_is_where_downloads_go(tmp_path: Path) -> None:
+    """A model missing from the cache is fetched from models.mirror_url (a local server here)."""
+    import http.server
+
+    seen: list[str] = []
+
+    class Mirror(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            seen.append(self.path)
+            self.send_error(404)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Mirror)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[models]\nmirror_url = "http://127.0.0.1:{server.server_port}"\n'
+                   f'download_root = "{tmp_path / "hub"}"\ndownload_timeout = 60\n'
+                   '[whisper]\nmodel = "base.en"\n[http]\nport = 0\n')
+    try:
+        out = subprocess.run([sys.executable, "-m", "daemon", "run", "--config", str(cfg)],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+    finally:
+        server.shutdown()
+    assert out.returncode == 1 and "base.en" in out.stderr and "cannot be had" in out.stderr
+    assert any("faster-whisper-base.en" in path for path in seen), seen
