@@ -52,12 +52,18 @@ def test_kill_9_mid_batch_then_restart(daemon_factory, tmp_path: Path, speech_wa
     assert d2.wait_exit(30) == 0
 
 
-def test_sigterm_mid_job_exits_0_and_restart_finishes(daemon_factory, tmp_path: Path) -> None:
+def transcribing_long_file(daemon_factory, tmp_path: Path, grace: float) -> DaemonProcess:
+    """A daemon in the middle of transcribing a 70 s file."""
     long_wav = long_speech_wav(tmp_path / "long.wav")
-    d = daemon_factory(jobs={"grace_seconds": 20}).start()
+    d = daemon_factory(jobs={"grace_seconds": grace}).start()
     shutil.copy(long_wav, tmp_path / "inbox" / "long.wav")
     d.wait_for(lambda: any(r["phase"] == "transcribe" for r in d.status()["running"]),
                what="transcribing")
+    return d
+
+
+def test_sigterm_mid_job_exits_0_and_restart_finishes(daemon_factory, tmp_path: Path) -> None:
+    d = transcribing_long_file(daemon_factory, tmp_path, grace=20)
     started = time.monotonic()
     d.signal(signal.SIGTERM)
     assert d.wait_exit(30) == 0
@@ -148,11 +154,7 @@ def test_transcribe_command(tmp_path: Path, short_wav: Path, short_speech) -> No
 
 def test_stop_past_the_grace_period_leaves_anyway(daemon_factory, tmp_path: Path) -> None:
     """A grace of 0 s: the inference still running is abandoned, the job stays queued."""
-    long_wav = long_speech_wav(tmp_path / "long.wav")
-    d = daemon_factory(jobs={"grace_seconds": 0}).start()
-    shutil.copy(long_wav, tmp_path / "inbox" / "long.wav")
-    d.wait_for(lambda: any(r["phase"] == "transcribe" for r in d.status()["running"]),
-               what="transcribing")
+    d = transcribing_long_file(daemon_factory, tmp_path, grace=0)
     d.signal(signal.SIGTERM)
     assert d.wait_exit(30) == 0
     d2 = daemon_factory().start()
