@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from . import __version__
 from .config import Config, load_config
-from .errors import ConfigError, InputError, ModelUnavailable, SubwatchError, TransientError
+from .errors import ConfigError, ModelUnavailable, SubwatchError
 from .logs import setup_logging
 from .pipeline import NullReporter
 
@@ -114,10 +114,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     except ConfigError as exc:
         log.error("config error: %s", exc)
         code = EXIT_USAGE
-    except (ModelUnavailable, AlreadyRunning) as exc:
-        log.error("cannot start: %s", exc)
-        code = EXIT_FAILURE
-    except OSError as exc:
+    except (ModelUnavailable, AlreadyRunning, OSError) as exc:
         log.error("cannot start: %s", exc)
         code = EXIT_FAILURE
     if service.threads_busy:
@@ -169,7 +166,7 @@ def _transcribe_one(pipeline: Any, outbox: Any, path: Path) -> bool:
     try:
         transcript = pipeline.run(path, reporter=bar)
         outputs = [] if transcript.no_speech else outbox.write(path.name, transcript)
-    except (InputError, TransientError, SubwatchError) as exc:
+    except SubwatchError as exc:
         bar.close()
         print(f"subwatch: {str(path)!r}: {exc}", file=sys.stderr)
         return False

@@ -233,6 +233,9 @@ def config_from_dict(raw: dict[str, Any], base: Path, source: Path | None = None
         tables[name] = _build_section(name, hints[name], value)
     config = Config(**tables, source=source)
     _check_cross(config)
+    extensions = tuple(dict.fromkeys(e.lower() for e in config.watch.extensions))
+    config = dataclasses.replace(
+        config, watch=dataclasses.replace(config.watch, extensions=extensions))
     return _resolve_paths(config, base)
 
 

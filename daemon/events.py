@@ -115,10 +115,9 @@ class Subscriber:
 
 
 class EventBus:
-    def __init__(self, history_size: int = 1000, first_id: int = 0,
-                 subscriber_capacity: int = 2000) -> None:
+    def __init__(self, history_size: int = 1000, subscriber_capacity: int = 2000) -> None:
         self._lock = threading.Lock()
-        self._next_id = max(first_id, int(time.time() * 1000)) + 1
+        self._next_id = int(time.time() * 1000) + 1
         self._history_size = history_size
         self._per_job: dict[str, deque[Event]] = {}
         self._global: deque[Event] = deque(maxlen=history_size * GLOBAL_HISTORY_FACTOR)
@@ -189,7 +188,8 @@ class EventBus:
             sub.offer(event)
             if sub.closed:
                 self._subscribers.discard(sub)
-                log.warning("disconnected an event reader: %s", sub.reason)
+                log.warning("disconnected an event reader: %s (%d progress events dropped "
+                            "for it before)", sub.reason, sub.dropped)
 
     # ------------------------------------------------------------------ reading
 

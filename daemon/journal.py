@@ -20,7 +20,6 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,10 +84,6 @@ class Job:
     result: str | None
     audio_seconds: float | None
     processing_seconds: float | None
-
-    @property
-    def identity(self) -> Identity:
-        return Identity(self.rel_path, self.size, self.mtime_ns, self.inode)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -212,14 +207,13 @@ class Journal:
         self._set(job_id, "retry_wait", error=code, message=message,
                   next_attempt_at=time.time() + delay)
 
-    def requeue(self, job_id: str, refund: bool = True) -> bool:
+    def requeue(self, job_id: str) -> bool:
         """A running job back to the queue; a stop is not the file's fault, so its attempt is
         refunded."""
         with self._tx() as db:
             return db.execute(
-                "UPDATE jobs SET state='queued', updated_at=?, attempts=MAX(attempts - ?, 0)"
-                " WHERE id=? AND state='running'",
-                (time.time(), 1 if refund else 0, job_id)).rowcount == 1
+                "UPDATE jobs SET state='queued', updated_at=?, attempts=MAX(attempts - 1, 0)"
+                " WHERE id=? AND state='running'", (time.time(), job_id)).rowcount == 1
 
     def reset(self, job_id: str) -> bool:
         """A finished job back to the queue with fresh attempts (an operator's retry)."""
@@ -288,11 +282,6 @@ class Journal:
             row = self._db.execute(
                 "SELECT MIN(next_attempt_at) FROM jobs WHERE state='retry_wait'").fetchone()
         return row[0]
-
-    def iter_all(self) -> Iterator[Job]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM jobs ORDER BY created_at").fetchall()
-        return (_job(r) for r in rows)
 
 
 class _Transaction:

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from .service import Service
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+FINAL_SIGNALS = {"signal.job_done": "done", "signal.job_failed": "failed",
+                 "signal.job_canceled": "canceled", "signal.job_skipped": "skipped"}
 
 
 class _Scraped:
@@ -29,8 +31,8 @@ class _Scraped:
         service = self._service
         depth = GaugeMetricFamily("subwatch_queue_jobs", "Jobs in the journal by state",
                                   labels=["state"])
-        if service.journal is not None:
-            for state, count in service.journal.counts().items():
+        if service._db is not None:
+            for state, count in service._db.counts().items():
                 depth.add_metric([state], count)
         yield depth
         loads = CounterMetricFamily("subwatch_model_loads", "Model loads", labels=["model"])
@@ -69,16 +71,17 @@ class Metrics:
                               ["priority"], registry=self.registry)
         self.registry.register(_Scraped(service))
 
-    def job_finished(self, outcome: str, seconds: float | None = None,
-                     audio_seconds: float | None = None) -> None:
-        self.jobs.labels(outcome).inc()
-        if seconds is not None:
-            self.processing.observe(seconds)
-        if audio_seconds:
-            self.audio.inc(audio_seconds)
-
     def on_event(self, event: Event) -> None:
+        """Everything job-related is counted from the signals the service publishes anyway,
+        so no outcome can be missed by a call site."""
         self.events.labels(str(event.priority)).inc()
+        outcome = FINAL_SIGNALS.get(event.type)
+        if outcome is None:
+            return
+        self.jobs.labels(outcome).inc()
+        if outcome == "done":
+            self.processing.observe(event.payload.get("processing_seconds", 0.0))
+            self.audio.inc(event.payload.get("audio_seconds", 0.0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -138,7 +138,9 @@ class ModelCache:
             stats.load_seconds += elapsed
             stats.bytes_held = size or None
             log.info("loaded model %s in %.2f s", "/".join(key), elapsed)
-        self._evict(lambda n: n > self._size, f"cache_size {self._size}")
+        why = f"cache_size {self._size}"
+        while self._loaded_count() > self._size and self._evict_one(None, why):
+            pass
         return slot.model
 
     def _make_room(self, key: tuple[str, ...], size: int) -> None:
@@ -157,10 +159,6 @@ class ModelCache:
                     f"{max(budget - used, 0) / 2**20:.0f} MiB is left under "
                     f"models.memory_threshold = {self._threshold}")
             used, limit = self._memory()
-
-    def _evict(self, too_many: Callable[[int], bool], why: str) -> None:
-        while too_many(self._loaded_count()) and self._evict_one(exclude=None, why=why):
-            pass
 
     def _loaded_count(self) -> int:
         with self._lock:

@@ -39,7 +39,7 @@ from .logs import log_context, setup_logging
 from .metrics import Metrics
 from .models import ModelCache, whisper_spec
 from .notify import Notifier
-from .pipeline import Pipeline
+from .pipeline import Pipeline, expected_language
 from .progress import JobReporter, RunningJob
 from .watcher import Settled, Watcher
 from .writer import Outbox, sweep_temp_files
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 WORKER_BACKOFF_SECONDS = 5.0
 
 RESTART_ONLY = ("paths", "models", "whisper", "vad", "separation", "sensevoice", "watch.mode",
+                "watch.recursive",
                 "jobs.workers", "http.host", "http.port", "http.history_size")
 
 
@@ -315,7 +316,8 @@ class Service:
         old = self.config
         restart = [name for name in RESTART_ONLY if _value(old, name) != _value(new, name)]
         merged = dataclasses.replace(
-            old, watch=dataclasses.replace(new.watch, mode=old.watch.mode),
+            old, watch=dataclasses.replace(new.watch, mode=old.watch.mode,
+                                           recursive=old.watch.recursive),
             output=new.output, logging=new.logging,
             jobs=dataclasses.replace(new.jobs, workers=old.jobs.workers),
             http=dataclasses.replace(old.http, token=new.http.token,
@@ -362,12 +364,8 @@ class Service:
 
     # ------------------------------------------------------------------ intake
 
-    def _is_known(self, rel_path: str) -> bool:
+    def _is_known(self, rel_path: str, st: os.stat_result) -> bool:
         """Called from the scan thread: is this file's current identity in the journal?"""
-        try:
-            st = os.stat(self.config.paths.inbox / rel_path)
-        except OSError:
-            return True  # gone already; nothing to do
         return self.journal.known(Identity(rel_path, st.st_size, st.st_mtime_ns, st.st_ino))
 
     async def _admit(self, item: Settled) -> None:
@@ -378,7 +376,8 @@ class Service:
 
     def _admit_blocking(self, identity: Identity) -> Job | None:
         if self.config.jobs.skip_existing:
-            existing = self.outbox.existing_subtitle(identity.rel_path, self._known_language())
+            existing = self.outbox.existing_subtitle(identity.rel_path,
+                                                     expected_language(self.config.whisper))
             # our own subtitle for an earlier version of this file does not count: a changed
             # file is a new identity and is transcribed again
             if existing is not None and str(existing) not in self.journal.outputs_of(
@@ -398,14 +397,6 @@ class Service:
     def _signal(self, kind: str, job: Job, **payload: Any) -> None:
         self.bus.publish(f"signal.{kind}", job.id,
                          {"input": job.rel_path, "attempt": job.attempts, **payload})
-
-    def _known_language(self) -> str | None:
-        w = self.config.whisper
-        if w.task == "translate":
-            return "en"
-        if w.language != "auto":
-            return w.language
-        return "en" if w.model.endswith(".en") else None
 
     # ------------------------------------------------------------------ work
 
@@ -483,8 +474,9 @@ class Service:
         job = run.job
         started = time.monotonic()
         try:
-            transcript = await self._blocking(self.pipeline.run, path, run.cancel,
-                                              JobReporter(run, self.bus))
+            reporter = JobReporter(run, self.bus)
+            transcript = await self._blocking(self.pipeline.run, path, run.cancel, reporter)
+            reporter.progress("write", 0.0, "writing subtitles")
             outputs = await self._blocking(self._write, job, transcript)
         except Cancelled as exc:
             await self._on_cancelled(job, exc)
@@ -515,7 +507,6 @@ class Service:
         speed = transcript.duration / elapsed if elapsed > 0 else 0.0
         log.info("done %r: %s, %d cues, %.1f s of audio in %.1f s (%.1fx)", job.rel_path,
                  result, len(transcript.cues), transcript.duration, elapsed, speed)
-        self.metrics.job_finished("done", elapsed, transcript.duration)
         log.info("models: %s", "; ".join(
             f"{key.split('/')[0]} loads {st['load_count']} hits {st['hits']} inferences "
             f"{st['inference_count']} avg {st['avg_inference_seconds']} s"
@@ -556,7 +547,6 @@ class Service:
             reason = (run.cancel_reason if run else "") or str(exc) or "canceled"
             log.info("canceled %r: %s", job.rel_path, reason)
             await self._blocking(self.journal.cancel, job.id, reason)
-            self.metrics.job_finished("canceled")
             self._signal("job_canceled", job, reason=reason)
 
     async def _retry_or_fail(self, job: Job, code: str, message: str) -> None:
@@ -572,7 +562,6 @@ class Service:
     async def _fail(self, job: Job, code: str, message: str) -> None:
         log.error("failed %r: %s: %s", job.rel_path, code, message)
         await self._blocking(self.journal.fail, job.id, code, message)
-        self.metrics.job_finished("failed")
         self._signal("job_failed", job, error=code, message=message)
         try:
             await self._blocking(self.outbox.write_error, job.rel_path, code, message,
@@ -596,7 +585,6 @@ class Service:
         if job.state in ("queued", "retry_wait") and await self._blocking(
                 self.journal.cancel, job.id, "canceled by request", "canceled",
                 ("queued", "retry_wait")):
-            self.metrics.job_finished("canceled")
             self._signal("job_canceled", job, reason="canceled by request")
             return "canceled"
         if job.id in self.running:  # claimed meanwhile: stop it at its next safe point

@@ -34,7 +34,8 @@ NETWORK_FS = ("nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "9p", "ceph
 # ---------------------------------------------------------------------------- filters
 
 def is_candidate_name(rel_path: str, extensions: Iterable[str]) -> bool:
-    """A listed media extension, and no hidden or temporary part anywhere in the path."""
+    """A listed media extension (the config keeps them in lower case), and no hidden or
+    temporary part anywhere in the path."""
     parts = rel_path.split("/")
     if any(p.startswith(".") for p in parts):
         return False
@@ -42,7 +43,7 @@ def is_candidate_name(rel_path: str, extensions: Iterable[str]) -> bool:
     if any(fnmatch.fnmatchcase(name.lower(), pat) for pat in TEMP_PATTERNS):
         return False
     ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    return ext in {e.lower() for e in extensions}
+    return ext in extensions
 
 
 def relative_inside(inbox: Path, path: Path) -> str | None:
@@ -149,6 +150,11 @@ class Settler:
 
 def scan(inbox: Path, cfg: WatchConfig) -> list[str]:
     """Every candidate file under the inbox (blocking). Raises OSError if the inbox is gone."""
+    return [rel for rel, _st in scan_files(inbox, cfg)]
+
+
+def scan_files(inbox: Path, cfg: WatchConfig) -> list[tuple[str, os.stat_result]]:
+    """Candidate files with their stat: one lstat per regular file (a share is slow to ask)."""
     inbox.stat()
     found = []
     for folder, dirs, files in os.walk(inbox, onerror=_raise):
@@ -157,12 +163,26 @@ def scan(inbox: Path, cfg: WatchConfig) -> list[str]:
             dirs[:] = []
         for name in sorted(files):
             path = Path(folder) / name
-            if not is_candidate_name(path.relative_to(inbox).as_posix(), cfg.extensions):
+            rel = path.relative_to(inbox).as_posix()
+            if not is_candidate_name(rel, cfg.extensions):
                 continue
-            inside = relative_inside(inbox, path)
-            if inside is not None and path.is_file():
-                found.append(inside)
+            st = _candidate_stat(inbox, path)
+            if st is not None:
+                found.append((rel, st))
     return found
+
+
+def _candidate_stat(inbox: Path, path: Path) -> os.stat_result | None:
+    """The stat of a regular file (followed through a symlink that stays inside the inbox)."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            if relative_inside(inbox, path) is None:
+                return None
+            st = os.stat(path)
+    except OSError:
+        return None  # gone during the walk
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 def _raise(exc: OSError) -> None:
@@ -187,7 +207,8 @@ class _Handler(FileSystemEventHandler):
 class Watcher:
     """Finds settled, unknown candidate files and hands them to `admit` (an async callback)."""
 
-    def __init__(self, inbox: Path, cfg: WatchConfig, is_known: Callable[[str], bool],
+    def __init__(self, inbox: Path, cfg: WatchConfig,
+                 is_known: Callable[[str, os.stat_result], bool],
                  admit: Callable[[Settled], Awaitable[None]],
                  blocking: Callable[..., Awaitable[Any]] = asyncio.to_thread) -> None:
         self.inbox = inbox
@@ -286,7 +307,8 @@ class Watcher:
             self._rescan_now.set()
 
     def _scan_unknown(self) -> list[str]:
-        return [rel for rel in scan(self.inbox, self.cfg) if not self._is_known(rel)]
+        return [rel for rel, st in scan_files(self.inbox, self.cfg)
+                if not self._is_known(rel, st)]
 
     async def _set_unavailable(self, exc: OSError) -> None:
         if self.state != "unavailable":
@@ -319,8 +341,7 @@ class Watcher:
             return
         rel = relative_inside(self.inbox, full)
         if rel is not None and is_candidate_name(rel, self.cfg.extensions):
-            if self.cfg.recursive or "/" not in rel:
-                loop.call_soon_threadsafe(self._hints.add, rel)
+            loop.call_soon_threadsafe(self._hints.add, rel)
 
     def _start_observer(self) -> None:
         from watchdog.observers import Observer

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SERVICE = web.AppKey("service", object)
+PAGE = web.AppKey("page", str)
 HEARTBEAT_SECONDS = 15.0
 JOB_ID_CHARS = frozenset("0123456789abcdef")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -207,8 +208,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def page(request: web.Request) -> web.Response:
-    html = resources.files("daemon").joinpath("static/index.html").read_text(encoding="utf-8")
-    return web.Response(text=html, content_type="text/html",
+    return web.Response(text=request.app[PAGE], content_type="text/html",
                         headers={"Cache-Control": "no-store"})
 
 
@@ -269,6 +269,7 @@ async def _send(resp: Any, events: list[Event], last: int) -> int:
 def make_app(service: Service) -> web.Application:
     app = web.Application(middlewares=[access])
     app[SERVICE] = service
+    app[PAGE] = resources.files("daemon").joinpath("static/index.html").read_text("utf-8")
     r = app.router
     r.add_get("/", page)
     r.add_get("/healthz", healthz)

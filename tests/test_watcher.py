@@ -87,7 +87,8 @@ async def test_watcher_admits_each_file_once_after_a_slow_copy(tmp_path: Path, m
         admitted.append(item)
 
     cfg = WatchConfig(mode=mode, settle_seconds=1.0, poll_interval=0.3)
-    watcher = Watcher(inbox, cfg, lambda rel: any(a.rel_path == rel for a in admitted), admit)
+    watcher = Watcher(inbox, cfg, lambda rel, _st: any(a.rel_path == rel for a in admitted),
+                      admit)
     task = asyncio.create_task(watcher.run())
     await asyncio.sleep(0.5)
     assert watcher.state == "watching" and watcher.mode == mode
@@ -126,7 +127,7 @@ async def test_watcher_survives_a_vanishing_inbox(tmp_path: Path) -> None:
         admitted.append(item.rel_path)
 
     cfg = WatchConfig(mode="events", settle_seconds=0.2, rescan_seconds=0.3)
-    watcher = Watcher(inbox, cfg, lambda rel: rel in admitted, admit)
+    watcher = Watcher(inbox, cfg, lambda rel, _st: rel in admitted, admit)
     task = asyncio.create_task(watcher.run())
     await asyncio.sleep(0.5)
     inbox.rename(tmp_path / "unmounted")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from ..config import Config
+from ..config import Config, WhisperConfig
 from ..domain import Audio, Cue, Segment, SpeechSpan, Transcript
 from ..logs import log_context
 from ..models import ModelCache, WhisperSpec, load_whisper, model_bytes
@@ -55,22 +55,21 @@ def overall(phase: str, fraction: float) -> float:
     return lo + (hi - lo) * min(max(fraction, 0.0), 1.0)
 
 
+def expected_language(cfg: WhisperConfig) -> str | None:
+    """The subtitle language known before listening: translation is English, a forced
+    language is itself, an English-only model is English; None means it will be detected."""
+    if cfg.task == "translate":
+        return "en"
+    if cfg.language != "auto":
+        return cfg.language
+    return "en" if cfg.model.endswith(".en") else None
+
+
 def style_limits(config: Config) -> StyleLimits:
     o = config.output
     return StyleLimits(max_line_chars=o.max_line_chars, max_lines=o.max_lines,
                        min_cue_seconds=o.min_cue_seconds, max_cue_seconds=o.max_cue_seconds,
                        max_cps=o.max_cps)
-
-
-def unpadded(spans: list[SpeechSpan], audio: Audio, pad: float) -> list[tuple[float, float]]:
-    """Speech spans in seconds with the VAD's padding taken back off (not past the file ends)."""
-    sr, last = audio.sample_rate, len(audio.samples)
-    out = []
-    for s in spans:
-        start = s.start / sr + (pad if s.start > 0 else 0.0)
-        end = s.end / sr - (pad if s.end < last else 0.0)
-        out.append((start, max(end, start)))
-    return out
 
 
 class Pipeline:
@@ -106,16 +105,18 @@ class Pipeline:
             self._cache.record_inference(VAD_KEY, time.perf_counter() - started)
             rep.progress("vad", 1.0, f"{len(spans)} speech spans")
         if not spans:
-            return Transcript(self._fallback_language(), audio.duration, (), ())
+            language = expected_language(self._config.whisper) or "und"
+            return Transcript(language, audio.duration, (), ())
         with log_context(stage="transcribe"):
             return self._transcribe(audio, spans, cancel, rep)
 
-    def _transcribe(self, audio, spans, cancel, rep: Reporter) -> Transcript:
+    def _transcribe(self, audio: Audio, spans: list[SpeechSpan],
+                    cancel: threading.Event | None, rep: Reporter) -> Transcript:
         model = self.whisper_model()
         started = time.perf_counter()
         pad = self._config.vad.speech_pad_ms / 1000
         edges = SpeechEdges.from_spans(spans, audio.sample_rate, pad, len(audio.samples))
-        guard = SegmentGuard(unpadded(spans, audio, pad))
+        guard = SegmentGuard(edges.speech)
         stream = CueStream(style_limits(self._config), audio.duration, edges.edges,
                            edges.pause_between)
         cues: list[Cue] = []
@@ -137,7 +138,3 @@ class Pipeline:
         publish(stream.flush())
         self._cache.record_inference(self._whisper.key, time.perf_counter() - started)
         return Transcript(result.language, audio.duration, tuple(result.segments), tuple(cues))
-
-    def _fallback_language(self) -> str:
-        lang = self._config.whisper.language
-        return lang if lang != "auto" else "und"

@@ -27,21 +27,25 @@ class SpeechEdges:
 
     onsets: tuple[float, ...]
     offsets: tuple[float, ...]
+    speech: tuple[tuple[float, float], ...]  # every span, padding off (not past the file ends)
 
     @classmethod
     def from_spans(cls, spans: Sequence[SpeechSpan], sample_rate: int, pad_seconds: float,
                    total_samples: int) -> SpeechEdges:
         """Edges only where the VAD saw a real pause: spans that touch (a pause shorter than
         twice the padding, split in the middle) or reach the file's ends say nothing exact."""
-        onsets, offsets = [], []
+        onsets, offsets, speech = [], [], []
         for i, span in enumerate(spans):
+            start = span.start / sample_rate + (pad_seconds if span.start > 0 else 0.0)
+            end = span.end / sample_rate - (pad_seconds if span.end < total_samples else 0.0)
+            speech.append((start, max(start, end)))
             touches_before = i > 0 and spans[i - 1].end >= span.start
             touches_after = i + 1 < len(spans) and spans[i + 1].start <= span.end
             if span.start > 0 and not touches_before:
-                onsets.append(span.start / sample_rate + pad_seconds)
+                onsets.append(start)
             if span.end < total_samples and not touches_after:
-                offsets.append(span.end / sample_rate - pad_seconds)
-        return cls(tuple(sorted(onsets)), tuple(sorted(offsets)))
+                offsets.append(end)
+        return cls(tuple(sorted(onsets)), tuple(sorted(offsets)), tuple(speech))
 
     def edges(self, words: Sequence[Word]) -> tuple[float, float]:
         """(start, end) for a cue made of `words`."""
@@ -51,7 +55,6 @@ class SpeechEdges:
         offset = _nearest(self.offsets, last.end, lower=last.start)
         end = offset + TAIL_SECONDS if offset is not None else last.end
         return start, max(end, start)
-
 
     def pause_between(self, previous: Word, word: Word) -> bool:
         """A real pause (a speech onset heard by the VAD) starts at `word`: a cue break even

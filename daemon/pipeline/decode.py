@@ -22,19 +22,6 @@ MAX_BAD_FRAME_RATIO = 0.5
 ProgressFn = Callable[[float], None]
 
 
-def probe_duration(path: Path) -> float | None:
-    """The container's stated duration in seconds, when it states one (cheap: no decoding)."""
-    import av
-
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            if container.duration:
-                return container.duration / 1_000_000
-    except (av.error.FFmpegError, OSError):
-        return None
-    return None
-
-
 def decode(path: Path, cancel: threading.Event | None = None,
            progress: ProgressFn | None = None) -> Audio:
     """The whole audio track of `path`, resampled; raises InputError/TransientError/Cancelled."""

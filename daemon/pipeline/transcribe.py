@@ -29,7 +29,6 @@ SegmentFn = Callable[[Segment], None]
 @dataclass(frozen=True)
 class WhisperResult:
     language: str
-    language_probability: float
     segments: list[Segment]
 
 
@@ -66,8 +65,7 @@ def transcribe(model: Any, audio: Audio, spans: list[SpeechSpan], cfg: WhisperCo
         segments.append(segment)
         if on_segment:
             on_segment(segment)
-    language = "en" if cfg.task == "translate" else info.language
-    return WhisperResult(language, float(info.language_probability), segments)
+    return WhisperResult("en" if cfg.task == "translate" else info.language, segments)
 
 
 def _segment(index: int, seg: Any) -> Segment:

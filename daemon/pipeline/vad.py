@@ -59,6 +59,3 @@ def detect_speech(audio: Audio, cfg: VadConfig) -> list[SpeechSpan]:
     spans = get_speech_timestamps(audio.samples, vad_options(cfg), audio.sample_rate)
     return [SpeechSpan(int(s["start"]), int(s["end"])) for s in spans]
 
-
-def speech_seconds(spans: list[SpeechSpan], sample_rate: int) -> float:
-    return sum(s.end - s.start for s in spans) / sample_rate
