@@ -48,7 +48,7 @@ test: $(VENV)/.test-installed apt-test-deps lint
 	$(PY) -m pytest -p no:cacheprovider
 
 lint: $(VENV)/.test-installed
-	$(VENV)/bin/ruff check daemon tests bench
+	$(VENV)/bin/ruff check daemon tests bench testkit
 	$(VENV)/bin/mypy daemon
 
 test-soak: $(VENV)/.test-installed apt-test-deps

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -74,14 +74,13 @@ async def clients_main(port: int, clients: int, events: int) -> None:
 
 
 async def fan_out(clients: int, events: int, rate: float) -> dict[str, float]:
-    from conftest import make_config
-
     from daemon.service import Service
-    from daemon.web import start_web
+    from testkit.daemon import make_config
+    from testkit.scripted import ScriptedPipeline
 
-    service = Service(make_config(Path(tempfile.mkdtemp())))
+    service = Service(make_config(Path(tempfile.mkdtemp())), pipeline=ScriptedPipeline())
     service.bus.bind(asyncio.get_running_loop())
-    runner = await start_web(service)
+    await service.web.start()
     child = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--child", str(service.http_port), str(clients), str(events),
         stdout=asyncio.subprocess.PIPE)
@@ -95,7 +94,7 @@ async def fan_out(clients: int, events: int, rate: float) -> dict[str, float]:
     service.bus.publish("bench.end", None, {})
     result = json.loads(await child.stdout.read())
     await child.wait()
-    await runner.cleanup()
+    await service.web.stop()
     lat = [x * 1000 for x in result["latencies"]]
     return {"clients": clients, "events": events, "delivered": sum(result["counts"]),
             "expected": clients * events, "latency_ms_p50": round(percentile(lat, 0.50), 2),

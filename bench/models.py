@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
-from conftest import SENTENCES, DaemonProcess, make_config  # noqa: E402
-from media import build_speech, write_wav  # noqa: E402
+from testkit.daemon import DaemonProcess, make_config  # noqa: E402
+from testkit.media import build_speech, write_wav  # noqa: E402
+from testkit.speech import SENTENCES  # noqa: E402
 
 
 def rss_mib() -> float:

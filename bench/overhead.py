@@ -21,15 +21,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from conftest import LONG_SENTENCES, SENTENCES, make_config  # noqa: E402
-from media import build_speech, write_wav  # noqa: E402
+sys.path.insert(0, str(ROOT))
 
 from daemon.models import ModelCache, load_whisper, whisper_spec  # noqa: E402
 from daemon.pipeline import Pipeline  # noqa: E402
 from daemon.pipeline.vad import vad_options  # noqa: E402
 from daemon.service import Service  # noqa: E402
+from testkit.daemon import make_config  # noqa: E402
+from testkit.media import build_speech, write_wav  # noqa: E402
+from testkit.speech import LONG_SENTENCES, SENTENCES  # noqa: E402
 
 
 def make_audio(folder: Path, seconds: float) -> Path:
@@ -106,8 +106,8 @@ def main() -> None:
     config = make_config(folder / "cfg")
     spec = whisper_spec(config.whisper, config.models, 1)
     cache = ModelCache(3)
-    pipeline = Pipeline(config, cache, spec)
-    model = pipeline.whisper_model()
+    pipeline = Pipeline(config, cache)
+    model = pipeline.model("whisper")
     bare_model = load_whisper(spec)
     bare(bare_model, path, config)  # warm both (first-run allocations, VAD session)
     through_pipeline(pipeline, path)

@@ -20,14 +20,14 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from conftest import make_config, wer  # noqa: E402
-from corpus import Item, Shown, corpus, onset_errors, phantoms, within_style  # noqa: E402
-from media import write_wav  # noqa: E402
+sys.path.insert(0, str(ROOT))
 
 from daemon.models import ModelCache, whisper_spec  # noqa: E402
 from daemon.pipeline import Pipeline  # noqa: E402
+from testkit.corpus import Item, Shown, corpus, onset_errors, phantoms, within_style  # noqa: E402
+from testkit.daemon import make_config  # noqa: E402
+from testkit.media import write_wav  # noqa: E402
+from testkit.speech import wer  # noqa: E402
 
 
 def run_subwatch(pipeline: Pipeline, path: Path) -> list[Shown]:
@@ -90,9 +90,8 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="subwatch-quality-"))
     config = make_config(folder / "cfg")
-    spec = whisper_spec(config.whisper, config.models, 1)
-    pipeline = Pipeline(config, ModelCache(3), spec)
-    model = pipeline.whisper_model()
+    pipeline = Pipeline(config, ModelCache(3))
+    model = pipeline.model("whisper")
     items = corpus(full=not args.quick)
     outputs: dict[str, dict[str, list[Shown]]] = {"subwatch": {}, "bare faster-whisper": {}}
     for item in items:
@@ -103,7 +102,7 @@ def main() -> None:
     print(f"corpus: {len(items)} files, {sum(i.speech.duration for i in items):.0f} s, "
           f"{sum(len(i.sentence_onsets) for i in items)} sentence onsets; "
           f"model {config.whisper.model}"
-          f" {spec.compute_type}, beam 5\n")
+          f" {whisper_spec(config.whisper, config.models, 1).compute_type}, beam 5\n")
     print("| | bare faster-whisper | subwatch |\n|---|---|---|")
     for key, label in (("wer", "word error rate"), ("onset_median_s", "onset error, median (s)"),
                        ("onset_worst_s", "onset error, worst (s)"),

@@ -15,13 +15,18 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .config import Config, load_config
 from .errors import ConfigError, ModelUnavailable, SubwatchError
 from .logs import setup_logging
 from .pipeline import NullReporter
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+    from .service import Service
+    from .writer import Outbox
 
 log = logging.getLogger("subwatch")
 
@@ -107,9 +112,10 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     setup_logging(config.logging)
     from .service import AlreadyRunning, Service
 
-    service = Service(config)
+    service: Service | None = None
     code = EXIT_OK
     try:
+        service = Service(config)
         _run_until_stopped(service)
     except ConfigError as exc:
         log.error("config error: %s", exc)
@@ -117,7 +123,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     except (ModelUnavailable, AlreadyRunning, OSError) as exc:
         log.error("cannot start: %s", exc)
         code = EXIT_FAILURE
-    if service.threads_busy:
+    if service is not None and service.threads_busy:
         # A worker thread is still inside a library call that cannot be interrupted; its job is
         # already back in the queue, so leave without waiting for it.
         logging.shutdown()
@@ -125,7 +131,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     return code
 
 
-def _run_until_stopped(service: Any) -> None:
+def _run_until_stopped(service: Service) -> None:
     """Like asyncio.run, but without waiting for executor threads at the end: one may be stuck
     in an inference past the grace period, or in a stat of a share that hung."""
     loop = asyncio.new_event_loop()
@@ -140,19 +146,19 @@ def _run_until_stopped(service: Any) -> None:
 
 def cmd_transcribe(args: argparse.Namespace, config: Config) -> int:
     setup_logging(config.logging)
-    from .models import ModelCache, whisper_spec
+    from .models import ModelCache
     from .pipeline import Pipeline
     from .writer import Outbox
 
+    pipeline = Pipeline(config, ModelCache(config.models.cache_size))
     try:
-        spec = whisper_spec(config.whisper, config.models, 1)
+        pipeline.prepare()
     except ConfigError as exc:
         log.error("config error: %s", exc)
         return EXIT_USAGE
     except ModelUnavailable as exc:
         log.error("cannot start: %s", exc)
         return EXIT_FAILURE
-    pipeline = Pipeline(config, ModelCache(config.models.cache_size), spec)
     failures = 0
     for path in args.files:
         outdir = args.output_dir or path.resolve().parent
@@ -161,7 +167,7 @@ def cmd_transcribe(args: argparse.Namespace, config: Config) -> int:
     return EXIT_FAILURE if failures else EXIT_OK
 
 
-def _transcribe_one(pipeline: Any, outbox: Any, path: Path) -> bool:
+def _transcribe_one(pipeline: Pipeline, outbox: Outbox, path: Path) -> bool:
     bar = _ProgressBar(path.name)
     try:
         transcript = pipeline.run(path, reporter=bar)
@@ -185,18 +191,16 @@ class _ProgressBar(NullReporter):
     """A tqdm bar on a TTY, silence otherwise (scripts read only the printed output paths)."""
 
     def __init__(self, name: str) -> None:
-        self._bar = None
+        self._bar: Any = None
         if sys.stderr.isatty():
             from tqdm import tqdm
 
             self._bar = tqdm(total=100, desc=name[:30], unit="%", leave=False,
                              bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
 
-    def progress(self, phase: str, fraction: float, message: str = "") -> None:
-        from .pipeline import overall
-
+    def progress(self, phase: str, fraction: float, overall: float, message: str = "") -> None:
         if self._bar is not None:
-            self._bar.n = round(100 * overall(phase, fraction), 1)
+            self._bar.n = round(100 * overall, 1)
             self._bar.set_postfix_str(phase, refresh=True)
 
     def close(self) -> None:

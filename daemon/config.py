@@ -256,26 +256,19 @@ def _build_section(section: str, cls: type, values: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
+# TOML types accepted for each scalar field type (ints where floats are; never bools as numbers)
+_SCALARS: dict[Any, tuple[type, ...]] = {bool: (bool,), int: (int,), float: (int, float),
+                                         str: (str,)}
+
+
 def _convert(name: str, hint: Any, value: Any) -> Any:
     """Check a TOML value against a field's type hint; ints are accepted where floats are."""
     wrong = ConfigError(f"{name} = {value!r} has the wrong type; expected {_type_name(hint)}")
     origin = typing.get_origin(hint)
-    if hint is bool:
-        if not isinstance(value, bool):
+    if hint in _SCALARS:
+        if not _is_scalar(hint, value):
             raise wrong
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise wrong
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise wrong
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise wrong
-        return value
+        return float(value) if hint is float else value
     if hint is Path:
         if not isinstance(value, str) or not value:
             raise wrong
@@ -285,15 +278,23 @@ def _convert(name: str, hint: Any, value: Any) -> Any:
             raise wrong
         return tuple(value)
     if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise ConfigError(f"{name} = {value!r} has the wrong type; expected a table of "
-                              "logger = \"LEVEL\"")
-        for logger, level in value.items():
-            if level.upper() not in LOG_LEVELS:
-                raise ConfigError(f"{name}.{logger} = {level!r} is not allowed; expected one of "
-                                  + " | ".join(LOG_LEVELS))
-        return {k: v.upper() for k, v in value.items()}
+        return _log_levels(name, value)
     raise wrong  # pragma: no cover - every field type is handled above
+
+
+def _is_scalar(hint: type, value: Any) -> bool:
+    return isinstance(value, _SCALARS[hint]) and (hint is bool or not isinstance(value, bool))
+
+
+def _log_levels(name: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ConfigError(f"{name} = {value!r} has the wrong type; expected a table of "
+                          "logger = \"LEVEL\"")
+    for logger, level in value.items():
+        if level.upper() not in LOG_LEVELS:
+            raise ConfigError(f"{name}.{logger} = {level!r} is not allowed; expected one of "
+                              + " | ".join(LOG_LEVELS))
+    return {k: v.upper() for k, v in value.items()}
 
 
 def _type_name(hint: Any) -> str:
@@ -311,6 +312,12 @@ def _type_name(hint: Any) -> str:
 
 def _check_cross(config: Config) -> None:
     """Checks that involve more than one value or a list's members."""
+    _check_lists(config)
+    _check_template(config.output.name_template)
+    _check_values(config)
+
+
+def _check_lists(config: Config) -> None:
     for ext in config.watch.extensions:
         if not ext or "/" in ext or ext.startswith("."):
             raise ConfigError(
@@ -325,7 +332,9 @@ def _check_cross(config: Config) -> None:
         if name not in PRELOADABLE:
             raise ConfigError(
                 f"models.preload contains {name!r}; allowed: {' | '.join(PRELOADABLE)}")
-    _check_template(config.output.name_template)
+
+
+def _check_values(config: Config) -> None:
     out = config.output
     if out.min_cue_seconds >= out.max_cue_seconds:
         raise ConfigError(
@@ -394,3 +403,25 @@ def _looks_like_path(base: Path, name: str) -> bool:
 def _absolute(base: Path, path: Path) -> Path:
     path = path.expanduser()
     return path if path.is_absolute() else (base / path)
+
+
+class LiveConfig:
+    """The config in force: replaced whole on reload, read by every part at the moment it
+    needs a value, so no part keeps a stale copy. Listeners apply what must be pushed (log
+    handlers, the watcher's settle time)."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._listeners: list[Callable[[Config], None]] = []
+
+    @property
+    def current(self) -> Config:
+        return self._config
+
+    def subscribe(self, listener: Callable[[Config], None]) -> None:
+        self._listeners.append(listener)
+
+    def replace(self, config: Config) -> None:
+        self._config = config
+        for listener in self._listeners:
+            listener(config)

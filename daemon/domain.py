@@ -51,6 +51,32 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Draft:
+    """A fast, provisional subtitle shown until the final cues that cover its time replace it.
+
+    `temp_id` is local to the job (the reporter prefixes the job id). With no draft engine,
+    each Whisper segment is published as a draft.
+    """
+
+    temp_id: str
+    text: str
+    start: float
+    end: float
+    confidence: float = 1.0
+
+
+@dataclass(frozen=True)
+class SpanVerdict:
+    """What the music/noise gate decided for one stretch of audio, and why."""
+
+    start: float
+    end: float
+    separate: bool
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class Cue:
     """One subtitle on screen: its lines are already wrapped to the style limits."""
 

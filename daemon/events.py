@@ -20,11 +20,34 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 PRIORITY_PROGRESS, PRIORITY_FINAL, PRIORITY_SIGNAL = 0, 1, 2
+
+
+class EventType(StrEnum):
+    """Every event type the daemon publishes, named once (the contract's names)."""
+
+    PROGRESS = "progress.overall"
+    DRAFT = "subtitle.draft"
+    OVERWRITE = "subtitle.overwrite"
+    JOB_QUEUED = "signal.job_queued"
+    JOB_STARTED = "signal.job_started"
+    JOB_DONE = "signal.job_done"
+    JOB_FAILED = "signal.job_failed"
+    JOB_RETRYING = "signal.job_retrying"
+    JOB_CANCELED = "signal.job_canceled"
+    JOB_SKIPPED = "signal.job_skipped"
+    DEGRADED = "signal.degraded"
+    STREAM_CLOSED = "stream.closed"  # sent to a reader, never published
+
+
+def stage_progress(stage: str) -> str:
+    """`progress.<stage>`: one type per pipeline stage (and the service's `write`)."""
+    return f"progress.{stage}"
 GLOBAL_HISTORY_FACTOR = 10  # the global ring holds this many times a job's history
 
 

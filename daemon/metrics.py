@@ -6,34 +6,35 @@ model figures are read from the journal and the cache when scraped, so they can 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-if TYPE_CHECKING:
-    from .events import Event
-    from .service import Service
+from .events import Event, EventBus, EventType
+from .models import ModelCache
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-FINAL_SIGNALS = {"signal.job_done": "done", "signal.job_failed": "failed",
-                 "signal.job_canceled": "canceled", "signal.job_skipped": "skipped"}
+FINAL_SIGNALS: dict[str, str] = {EventType.JOB_DONE: "done", EventType.JOB_FAILED: "failed",
+                 EventType.JOB_CANCELED: "canceled", EventType.JOB_SKIPPED: "skipped"}
 
 
 class _Scraped:
     """Reads live figures at scrape time (runs in a worker thread with the rest of generate)."""
 
-    def __init__(self, service: Service) -> None:
-        self._service = service
+    def __init__(self, counts: Callable[[], dict[str, int]], cache: ModelCache, bus: EventBus,
+                 healthy: Callable[[], bool]) -> None:
+        self._counts = counts
+        self._cache = cache
+        self._bus = bus
+        self._healthy = healthy
 
     def collect(self) -> Iterator[Any]:
-        service = self._service
         depth = GaugeMetricFamily("subwatch_queue_jobs", "Jobs in the journal by state",
                                   labels=["state"])
-        if service._db is not None:
-            for state, count in service._db.counts().items():
-                depth.add_metric([state], count)
+        for state, count in self._counts().items():
+            depth.add_metric([state], count)
         yield depth
         loads = CounterMetricFamily("subwatch_model_loads", "Model loads", labels=["model"])
         hits = CounterMetricFamily("subwatch_model_cache_hits", "Model cache hits",
@@ -42,22 +43,25 @@ class _Scraped:
                                      labels=["model"])
         infer = CounterMetricFamily("subwatch_model_inference_seconds",
                                     "Seconds spent in model inference", labels=["model"])
-        for key, stats in service.cache.snapshot()["stats"].items():
+        for key, stats in self._cache.snapshot()["stats"].items():
             loads.add_metric([key], stats["load_count"])
             hits.add_metric([key], stats["hits"])
             misses.add_metric([key], stats["misses"])
             infer.add_metric([key], stats["inference_seconds"])
         yield from (loads, hits, misses, infer)
         clients = GaugeMetricFamily("subwatch_sse_clients", "Connected event-stream readers")
-        clients.add_metric([], service.bus.subscriber_count)
+        clients.add_metric([], self._bus.subscriber_count)
         yield clients
         up = GaugeMetricFamily("subwatch_healthy", "1 when /healthz says ok")
-        up.add_metric([], 1 if service.health()[0] else 0)
+        up.add_metric([], 1 if self._healthy() else 0)
         yield up
 
 
 class Metrics:
-    def __init__(self, service: Service) -> None:
+    """Counts from the events the bus carries; live gauges from the callables given."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]], cache: ModelCache, bus: EventBus,
+                 healthy: Callable[[], bool]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.jobs = Counter("subwatch_jobs", "Jobs finished, by outcome", ["outcome"],
                             registry=self.registry)
@@ -69,7 +73,8 @@ class Metrics:
                              registry=self.registry)
         self.events = Counter("subwatch_events_published", "Events published, by priority",
                               ["priority"], registry=self.registry)
-        self.registry.register(_Scraped(service))
+        self.registry.register(_Scraped(counts, cache, bus, healthy))
+        bus.on_publish.append(self.on_event)
 
     def on_event(self, event: Event) -> None:
         """Everything job-related is counted from the signals the service publishes anyway,

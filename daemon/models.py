@@ -95,6 +95,21 @@ def give_memory_back() -> None:
         torch.cuda.empty_cache()
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model a pipeline stage needs, with everything the cache needs to hold it.
+
+    `name` is what `models.preload` calls it; `size` is the expected memory in bytes (0 if
+    unknown), asked only when it is loaded; `release` drops references a library keeps itself.
+    """
+
+    name: str
+    key: tuple[str, ...]
+    load: Callable[[], Any]
+    size: Callable[[], int] = lambda: 0
+    release: Callable[[], None] | None = None
+
+
 class ModelCache:
     """LRU of loaded models keyed by (kind, name, device, compute type), memory-aware."""
 
@@ -142,6 +157,10 @@ class ModelCache:
         while self._loaded_count() > self._size and self._evict_one(None, why):
             pass
         return slot.model
+
+    def model(self, spec: ModelSpec) -> Any:
+        """The model a stage's spec names (loaded once, shared)."""
+        return self.get(spec.key, spec.load, size=spec.size(), release=spec.release)
 
     def _make_room(self, key: tuple[str, ...], size: int) -> None:
         """Evict least recently used models until loading `size` more stays under the threshold;

@@ -1,27 +1,29 @@
-"""A running job as the outside world sees it: phase, percent, ETA, and the events it emits.
+"""Jobs as the outside world sees them: the running ones with phase, percent and ETA, the events
+the pipeline emits for them, and the signals that mark each change of state.
 
-The pipeline reports through JobReporter on the worker thread; /status reads RunningJob, the
-event bus carries progress, drafts and finals to /events.
+The pipeline reports through JobReporter on the worker thread; /status reads the RunningJobs
+registry; the event bus carries progress, drafts, finals and signals to /events.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .domain import Cue, Segment
-from .events import EventBus
+from .domain import Cue, Draft
+from .events import EventBus, EventType, stage_progress
 from .journal import Job
-from .pipeline import overall
 
 log = logging.getLogger(__name__)
 
 PROGRESS_LOG_SECONDS = 30.0  # a long job says how far it is at most this often
 PROGRESS_EVENT_SECONDS = 0.25  # at most about four progress updates a second per job
+PIPELINE_SHARE = 0.97  # of a job's progress bar; writing the outputs is the rest
+WRITE_PHASE = "write"
 
 
 @dataclass
@@ -35,7 +37,7 @@ class RunningJob:
     message: str = ""
     started: float = field(default_factory=time.monotonic)
     last_log: float = 0.0
-    segments: int = 0  # decoded so far, shown in /status
+    segments: int = 0  # drafts so far, shown in /status
     cancel_reason: str = ""
 
     def eta_seconds(self) -> float | None:
@@ -49,6 +51,50 @@ class RunningJob:
                 "percent": round(self.percent, 1), "message": self.message,
                 "eta_seconds": self.eta_seconds(), "attempt": self.job.attempts,
                 "segments": self.segments}
+
+
+class RunningJobs:
+    """The registry of jobs in progress, by id (workers add and remove; views read)."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, RunningJob] = {}
+
+    def start(self, job: Job) -> RunningJob:
+        run = self._jobs[job.id] = RunningJob(job)
+        return run
+
+    def end(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+
+    def get(self, job_id: str) -> RunningJob | None:
+        return self._jobs.get(job_id)
+
+    def values(self) -> list[RunningJob]:
+        return list(self._jobs.values())
+
+    def cancel_all(self) -> None:
+        for run in self.values():
+            run.cancel.set()
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._jobs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._jobs))
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+
+class JobSignals:
+    """Publishes the `signal.*` event for a job's change of state, with its input and attempt."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+
+    def __call__(self, kind: EventType, job: Job, **payload: Any) -> None:
+        self._bus.publish(kind, job.id, {"input": job.rel_path, "attempt": job.attempts,
+                                         **payload})
 
 
 class JobReporter:
@@ -67,11 +113,21 @@ class JobReporter:
     def _job_id(self) -> str:
         return self._running.job.id
 
-    def progress(self, phase: str, fraction: float, message: str = "") -> None:
+    def progress(self, phase: str, fraction: float, overall: float, message: str = "") -> None:
+        self._update(phase, fraction, PIPELINE_SHARE * overall, message)
+
+    def writing(self) -> None:
+        self._update(WRITE_PHASE, 0.0, PIPELINE_SHARE, "writing subtitles")
+
+    def finished(self, result: str) -> None:
+        self._bus.publish(EventType.PROGRESS, self._job_id, {
+            "phase": "done", "percent": 100.0, "message": result, "status": "done"})
+
+    def _update(self, phase: str, fraction: float, overall: float, message: str) -> None:
         run = self._running
         changed = phase != run.phase
         run.phase = phase
-        run.percent = 100.0 * overall(phase, fraction)
+        run.percent = 100.0 * min(max(overall, 0.0), 1.0)
         if message or changed:
             run.message = message
         now = time.monotonic()
@@ -80,25 +136,27 @@ class JobReporter:
             log.info("%s %.0f%%%s", phase, run.percent, f" ({message})" if message else "")
         if changed or fraction >= 1.0 or now - self._last_event >= PROGRESS_EVENT_SECONDS:
             self._last_event = now
-            self._bus.publish("progress.overall", self._job_id, {
+            self._bus.publish(EventType.PROGRESS, self._job_id, {
                 "phase": phase, "percent": round(run.percent, 1), "message": run.message,
                 "status": "running", "eta_seconds": run.eta_seconds()})
-            self._bus.publish(f"progress.{phase}", self._job_id, {
+            self._bus.publish(stage_progress(phase), self._job_id, {
                 "percent": round(100.0 * min(max(fraction, 0.0), 1.0), 1), "message": message})
 
-    def segment(self, segment: Segment) -> None:
+    def draft(self, draft: Draft) -> None:
         self._running.segments += 1
-        self._bus.publish("subtitle.draft", self._job_id, {
-            "temp_id": self.temp_id(segment.index), "text": segment.text,
-            "start": segment.start, "end": segment.end,
-            "confidence": round(math.exp(segment.avg_logprob), 3), "is_draft": True})
+        self._bus.publish(EventType.DRAFT, self._job_id, {
+            "temp_id": self.temp_id(draft.temp_id), "text": draft.text,
+            "start": draft.start, "end": draft.end, "confidence": draft.confidence,
+            "is_draft": True})
 
-    def cue(self, cue: Cue, segment_index: int) -> None:
-        self._bus.publish("subtitle.overwrite", self._job_id, {
-            "target_temp_id": self.temp_id(segment_index), "text": cue.text,
-            "lines": list(cue.lines), "start": cue.start, "end": cue.end, "is_draft": False,
+    def final(self, cue: Cue, replaces: tuple[str, ...]) -> None:
+        targets = [self.temp_id(t) for t in replaces]
+        self._bus.publish(EventType.OVERWRITE, self._job_id, {
+            "target_temp_id": targets[0] if targets else None, "target_temp_ids": targets,
+            "text": cue.text, "lines": list(cue.lines), "start": cue.start, "end": cue.end,
+            "is_draft": False,
             "words": [{"word": w.text.strip(), "start": w.start, "end": w.end,
                        "probability": round(w.probability, 3)} for w in cue.words]})
 
-    def temp_id(self, segment_index: int) -> str:
-        return f"{self._job_id}:{segment_index}"
+    def temp_id(self, local_id: str) -> str:
+        return f"{self._job_id}:{local_id}"

@@ -1,9 +1,10 @@
 """The HTTP side for monitoring: health, status, jobs, events (SSE), history, metrics, a page.
 
-Routes only read from the bus, the journal and the cache (retry and cancel ask the service);
-blocking reads go to a thread. Access: a bearer token on every route but /healthz when
-`http.token` is set (compared in constant time; the page and EventSource, which cannot set
-headers, may pass it as `?token=`), and a Host check against DNS rebinding.
+Routes read from the parts they are given (journal, bus, running jobs, monitor) and ask Control
+for changes (retry, cancel, reload, log levels); blocking reads go to the daemon's threads.
+Access: a bearer token on every route but /healthz when `http.token` is set (compared in
+constant time; the page and EventSource, which cannot set headers, may pass it as `?token=`),
+and a Host check against DNS rebinding.
 """
 
 from __future__ import annotations
@@ -13,29 +14,48 @@ import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from .events import Event
-from .metrics import CONTENT_TYPE
-
-if TYPE_CHECKING:
-    from .service import Service
+from .config import LOG_LEVELS, LiveConfig
+from .control import Control
+from .events import Event, EventBus, EventType
+from .journal import Job, Journal
+from .metrics import CONTENT_TYPE, Metrics
+from .monitor import Monitor
+from .progress import RunningJobs
+from .threads import Blocking
 
 log = logging.getLogger(__name__)
 
-SERVICE = web.AppKey("service", object)
+
+@dataclass(frozen=True)
+class Api:
+    """Everything the routes use, passed in (the web layer knows no daemon class)."""
+
+    live: LiveConfig
+    journal: Journal
+    bus: EventBus
+    running: RunningJobs
+    monitor: Monitor
+    control: Control
+    metrics: Metrics
+    blocking: Blocking
+
+
+API = web.AppKey("api", Api)
 PAGE = web.AppKey("page", str)
 HEARTBEAT_SECONDS = 15.0
 JOB_ID_CHARS = frozenset("0123456789abcdef")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _service(request: web.Request) -> Service:
-    return cast("Service", request.app[SERVICE])
+def _api(request: web.Request) -> Api:
+    return request.app[API]
 
 
 # ---------------------------------------------------------------------------- access
@@ -64,7 +84,7 @@ def _host_ok(header: str, names: set[str], wildcard: bool) -> bool:
 
 @web.middleware
 async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
-    cfg = _service(request).config.http
+    cfg = _api(request).live.current.http
     wildcard = cfg.host in ("0.0.0.0", "::", "")
     if not _host_ok(request.host or "", allowed_hosts(cfg.host, cfg.allowed_hosts), wildcard):
         return web.json_response({"error": "host not allowed"}, status=421)
@@ -83,25 +103,25 @@ def _token_ok(request: web.Request, token: str) -> bool:
 # ---------------------------------------------------------------------------- plain routes
 
 async def healthz(request: web.Request) -> web.Response:
-    ok, reasons = _service(request).health()
+    ok, reasons = _api(request).monitor.health()
     if ok:
         return web.json_response({"status": "ok"})
     return web.json_response({"status": "degraded", "reasons": reasons}, status=503)
 
 
 async def status(request: web.Request) -> web.Response:
-    service = _service(request)
-    return web.json_response(await service._blocking(service.status))
+    api = _api(request)
+    return web.json_response(await api.blocking(api.monitor.status))
 
 
 async def jobs(request: web.Request) -> web.Response:
-    service = _service(request)
+    api = _api(request)
     state = request.query.get("state") or None
     try:
         limit = max(1, min(int(request.query.get("limit", "100")), 1000))
     except ValueError:
         raise web.HTTPBadRequest(text="limit must be an integer") from None
-    rows = await service._blocking(service.journal.list_jobs, state, limit)
+    rows = await api.blocking(api.journal.list_jobs, state, limit)
     return web.json_response({"jobs": [j.as_dict() for j in rows], "count": len(rows)})
 
 
@@ -115,17 +135,16 @@ def _job_id(request: web.Request) -> str:
 
 async def _known_job_id(request: web.Request) -> str:
     """A job id with events in memory or a record in the journal; 404 otherwise."""
-    service = _service(request)
+    api = _api(request)
     job_id = _job_id(request)
-    if not service.bus.has_job(job_id) and await service._blocking(
-            service.journal.get, job_id) is None:
+    if not api.bus.has_job(job_id) and await api.blocking(api.journal.get, job_id) is None:
         raise web.HTTPNotFound(text="no such job")
     return job_id
 
 
-async def _existing_job(request: web.Request) -> Any:
-    service = _service(request)
-    found = await service._blocking(service.journal.get, _job_id(request))
+async def _existing_job(request: web.Request) -> Job:
+    api = _api(request)
+    found = await api.blocking(api.journal.get, _job_id(request))
     if found is None:
         raise web.HTTPNotFound(text="no such job")
     return found
@@ -134,7 +153,7 @@ async def _existing_job(request: web.Request) -> Any:
 async def job(request: web.Request) -> web.Response:
     found = await _existing_job(request)
     data = found.as_dict()
-    running = _service(request).running.get(found.id)
+    running = _api(request).running.get(found.id)
     data["progress"] = running.as_dict() if running else None
     data["last_error"] = ({"error": found.error, "message": found.message}
                           if found.error else None)
@@ -143,7 +162,7 @@ async def job(request: web.Request) -> web.Response:
 
 async def retry(request: web.Request) -> web.Response:
     found = await _existing_job(request)
-    state = await _service(request).retry_job(found.id)
+    state = await _api(request).control.retry(found.id)
     if state != "queued":
         return web.json_response({"id": found.id, "state": state,
                                   "error": f"a {state} job cannot be retried"}, status=409)
@@ -152,7 +171,7 @@ async def retry(request: web.Request) -> web.Response:
 
 async def cancel(request: web.Request) -> web.Response:
     found = await _existing_job(request)
-    state = await _service(request).cancel_job(found.id)
+    state = await _api(request).control.cancel(found.id)
     if state not in ("canceled", "canceling"):
         return web.json_response({"id": found.id, "state": state,
                                   "error": f"a {state} job cannot be canceled"}, status=409)
@@ -161,7 +180,7 @@ async def cancel(request: web.Request) -> web.Response:
 
 async def history(request: web.Request) -> web.Response:
     """GET /jobs/{id}/events/history?since=&after_id=&types= (design §8.3)."""
-    service = _service(request)
+    api = _api(request)
     job_id = await _known_job_id(request)
     try:
         since = float(request.query["since"]) if "since" in request.query else None
@@ -169,41 +188,34 @@ async def history(request: web.Request) -> web.Response:
     except ValueError:
         raise web.HTTPBadRequest(text="since must be a number, after_id an integer") from None
     types = [t for t in request.query.get("types", "").split(",") if t] or None
-    events = service.bus.history(job_id, after_id=after, since=since, types=types)
+    events = api.bus.history(job_id, after_id=after, since=since, types=types)
     return web.json_response({"job_id": job_id, "events": [e.history_item() for e in events],
                               "count": len(events)})
 
 
 async def set_logging(request: web.Request) -> web.Response:
     """POST /logging {"level": "DEBUG", "levels": {"faster_whisper": "INFO"}}: live, no restart."""
-    import dataclasses
-
-    from .config import LOG_LEVELS
-
-    service = _service(request)
+    api = _api(request)
     try:
         body = await request.json()
-        level = str(body.get("level", service.config.logging.level)).upper()
+        level = str(body.get("level", api.live.current.logging.level)).upper()
         levels = {str(k): str(v).upper() for k, v in (body.get("levels") or {}).items()}
     except (ValueError, AttributeError):
         raise web.HTTPBadRequest(text="expected a JSON object") from None
     bad = [v for v in (level, *levels.values()) if v not in LOG_LEVELS]
     if bad:
         raise web.HTTPBadRequest(text=f"unknown level {bad[0]!r}; one of {', '.join(LOG_LEVELS)}")
-    current = service.config.logging
-    new = dataclasses.replace(current, level=level, levels={**current.levels, **levels})
-    service.apply_config(dataclasses.replace(service.config, logging=new))
-    log.warning("log level set to %s over HTTP%s", level, f" ({levels})" if levels else "")
+    new = api.control.set_log_levels(level, levels).logging
     return web.json_response({"level": new.level, "levels": new.levels})
 
 
 async def reload(request: web.Request) -> web.Response:
-    return web.json_response(await _service(request).reload())
+    return web.json_response(await _api(request).control.reload())
 
 
 async def metrics(request: web.Request) -> web.Response:
-    service = _service(request)
-    body = await service._blocking(service.metrics.render)
+    api = _api(request)
+    body = await api.blocking(api.metrics.render)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -234,9 +246,9 @@ async def events_job(request: web.Request) -> web.StreamResponse:
 
 async def _stream(request: web.Request, job_id: str | None) -> web.StreamResponse:
     """Replay history after Last-Event-ID, then live events, with heartbeats between."""
-    service = _service(request)
+    bus = _api(request).bus
     after = _last_event_id(request)
-    sub, replay = service.bus.subscribe(job_id, after)
+    sub, replay = bus.subscribe(job_id, after)
     resp: Any = None
     try:
         async with sse_response(request, ping_interval=HEARTBEAT_SECONDS,
@@ -246,11 +258,12 @@ async def _stream(request: web.Request, job_id: str | None) -> web.StreamRespons
                 batch = await sub.next_batch(timeout=HEARTBEAT_SECONDS)
                 last = await _send(resp, batch, last)
             if sub.closed and resp.is_connected():
-                await resp.send(json.dumps({"reason": sub.reason}), event="stream.closed")
+                await resp.send(json.dumps({"reason": sub.reason}),
+                                event=EventType.STREAM_CLOSED)
     except (ConnectionResetError, TimeoutError, RuntimeError):
         pass  # the reader went away (or stalled past the send timeout)
     finally:
-        service.bus.unsubscribe(sub)
+        bus.unsubscribe(sub)
     return resp
 
 
@@ -266,9 +279,9 @@ async def _send(resp: Any, events: list[Event], last: int) -> int:
 
 # ---------------------------------------------------------------------------- app
 
-def make_app(service: Service) -> web.Application:
+def make_app(api: Api) -> web.Application:
     app = web.Application(middlewares=[access])
-    app[SERVICE] = service
+    app[API] = api
     app[PAGE] = resources.files("daemon").joinpath("static/index.html").read_text("utf-8")
     r = app.router
     r.add_get("/", page)
@@ -287,15 +300,27 @@ def make_app(service: Service) -> web.Application:
     return app
 
 
-async def start_web(service: Service) -> web.AppRunner:
-    cfg = service.config.http
-    runner = web.AppRunner(make_app(service), access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port)
-    await site.start()
-    service.http_port = _bound_port(runner) or cfg.port
-    log.info("HTTP on http://%s:%d/", cfg.host, service.http_port)
-    return runner
+class WebServer:
+    """The HTTP server's lifetime: bind at start-up (port 0 picks a free one), close at stop."""
+
+    def __init__(self, api: Api) -> None:
+        self._runner = web.AppRunner(make_app(api), access_log=None, shutdown_timeout=2.0)
+        self._http = api.live.current.http
+        self._set_up = False
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        await self._runner.setup()
+        self._set_up = True
+        site = web.TCPSite(self._runner, self._http.host, self._http.port)
+        await site.start()
+        self.port = _bound_port(self._runner) or self._http.port
+        log.info("HTTP on http://%s:%d/", self._http.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._set_up:
+            await self._runner.cleanup()
 
 
 def _bound_port(runner: web.AppRunner) -> int | None:

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .config import Config
 from .domain import Transcript
 from .errors import classify_os_error
 from .subtitles import render
@@ -107,9 +108,10 @@ class Outbox:
                 return None
         pattern = self._pattern(rel_path, "srt")
         try:
-            for entry in os.scandir(self.folder(rel_path)):
-                if pattern.fullmatch(entry.name) and entry.is_file():
-                    return Path(entry.path)
+            with os.scandir(self.folder(rel_path)) as entries:  # closed early, not by GC
+                for entry in entries:
+                    if pattern.fullmatch(entry.name) and entry.is_file():
+                        return Path(entry.path)
         except OSError:
             return None
         return None
@@ -143,3 +145,8 @@ class Outbox:
         path = self.error_path(rel_path)
         atomic_write(path, json.dumps(record, ensure_ascii=False, indent=1) + "\n")
         return path
+
+
+def outbox_for(config: Config) -> Outbox:
+    """The outbox as the config in force names it (cheap: build one where it is needed)."""
+    return Outbox(config.paths.outbox, config.output.name_template, config.output.formats)

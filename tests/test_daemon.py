@@ -10,13 +10,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from conftest import LONG_SENTENCES, ROOT, DaemonProcess, wer
-from media import build_speech, copy_slowly, write_wav
 
-
-def srt_text(path: Path) -> str:
-    return " ".join(line for line in path.read_text().splitlines()
-                    if line and "-->" not in line and not line.isdigit())
+from testkit.daemon import ROOT, DaemonProcess
+from testkit.media import copy_slowly, write_wav
+from testkit.speech import LONG_SENTENCES, long_speech_wav, srt_text, wer
 
 
 def jobs(d: DaemonProcess, state: str | None = None) -> list[dict]:
@@ -25,10 +22,6 @@ def jobs(d: DaemonProcess, state: str | None = None) -> list[dict]:
 
 def temp_files(root: Path) -> list[Path]:
     return [p for p in (root / "outbox").rglob("*") if p.name.startswith(".subwatch-")]
-
-
-def long_speech_wav(path: Path) -> Path:
-    return write_wav(path, build_speech(LONG_SENTENCES, gap=0.8).samples)
 
 
 def test_kill_9_mid_batch_then_restart(daemon_factory, tmp_path: Path, speech_wav: Path,
@@ -54,7 +47,7 @@ def test_kill_9_mid_batch_then_restart(daemon_factory, tmp_path: Path, speech_wa
 
 def transcribing_long_file(daemon_factory, tmp_path: Path, grace: float) -> DaemonProcess:
     """A daemon in the middle of transcribing a 70 s file."""
-    long_wav = long_speech_wav(tmp_path / "long.wav")
+    long_wav = long_speech_wav(tmp_path / "long.wav", gap=0.8)
     d = daemon_factory(jobs={"grace_seconds": grace}).start()
     shutil.copy(long_wav, tmp_path / "inbox" / "long.wav")
     d.wait_for(lambda: any(r["phase"] == "transcribe" for r in d.status()["running"]),

@@ -7,11 +7,10 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import make_config
-
 from daemon.events import EventBus, priority_of
-from daemon.models import ModelCache
 from daemon.service import Service
+from testkit.daemon import make_config
+from testkit.scripted import ScriptedPipeline
 
 
 async def test_ids_history_and_filters() -> None:
@@ -65,15 +64,15 @@ async def test_slow_reader_loses_progress_first_then_is_disconnected() -> None:
     assert bus.subscriber_count == 0
 
 
-async def test_ids_never_go_backwards_across_restarts(tmp_path: Path, cache: ModelCache) -> None:
+async def test_ids_never_go_backwards_across_restarts(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    service = Service(config, cache=cache)
+    service = Service(config, pipeline=ScriptedPipeline())
     await service.startup()
     far_future = int(time.time() * 1000) + 10**9  # as if the clock had been far ahead
     service.bus._next_id = far_future
     last = service.bus.publish("signal.degraded", None, {}).id
     await service.shutdown()
-    again = Service(config, cache=cache)
+    again = Service(config, pipeline=ScriptedPipeline())
     await again.startup()
     try:
         assert again.bus.publish("signal.degraded", None, {}).id > last

@@ -8,7 +8,7 @@ import shutil
 import signal
 from pathlib import Path
 
-from conftest import DaemonProcess
+from testkit.daemon import DaemonProcess
 
 
 def json_lines(path: Path) -> list[dict]:

@@ -12,11 +12,11 @@ import weakref
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_config
 
 from daemon.errors import TransientError
 from daemon.models import ModelCache
 from daemon.service import Service
+from testkit.daemon import ROOT, make_config
 
 MiB = 2**20
 
@@ -87,7 +87,7 @@ async def test_cache_size_one_really_evicts_real_models(tmp_path: Path, short_wa
     config = make_config(tmp_path, models={"cache_size": 1})
     service = Service(config, burst=True)
     await service.startup()
-    whisper = weakref.ref(service.pipeline.whisper_model())
+    whisper = weakref.ref(service.pipeline.model("whisper"))
     for n in range(2):
         shutil.copy(short_wav, tmp_path / "inbox" / f"e{n}.wav")
     await service.main_loop()
@@ -108,7 +108,7 @@ async def test_no_preload_loads_on_first_use(tmp_path: Path, short_wav: Path) ->
     assert service.cache.snapshot()["loaded"] == []
     shutil.copy(short_wav, tmp_path / "inbox" / "first.wav")
     await service.main_loop()
-    status = service.status()
+    status = service.monitor.status()
     await service.shutdown()
     w = next(v for k, v in status["models"]["stats"].items() if k.startswith("whisper"))
     assert w["load_count"] == 1 and w["inference_count"] == 1
@@ -156,5 +156,6 @@ def test_mirror_url_is_where_downloads_go(tmp_path: Path) -> None:
                              capture_output=True, text=True, cwd=ROOT, timeout=120)
     finally:
         server.shutdown()
+        server.server_close()
     assert out.returncode == 1 and "base.en" in out.stderr and "cannot be had" in out.stderr
     assert any("faster-whisper-base.en" in path for path in seen), seen

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import wer
-from media import FORMATS, SR, Speech, encode, write_wav
 from test_subtitles import assert_within_limits
 
+from daemon.domain import Cue, Draft
 from daemon.errors import Cancelled, InputError
-from daemon.pipeline import Pipeline, style_limits
+from daemon.models import ModelCache
+from daemon.pipeline import NullReporter, Pipeline, style_limits
 from daemon.pipeline.decode import decode
+from testkit.media import FORMATS, SR, Speech, encode, write_wav
+from testkit.speech import wer
 
 
 def check_transcript(transcript, speech: Speech, limits) -> None:
@@ -32,7 +34,7 @@ def test_speech_to_cues(pipeline: Pipeline, speech_wav: Path, speech: Speech) ->
     transcript = pipeline.run(speech_wav)
     assert transcript.language == "en"
     assert abs(transcript.duration - speech.duration) < 0.05
-    check_transcript(transcript, speech, style_limits(pipeline._config))
+    check_transcript(transcript, speech, style_limits(pipeline.config))
 
 
 @pytest.mark.parametrize("ext", sorted(FORMATS))
@@ -84,11 +86,38 @@ def test_truncated_mp4_and_video_without_audio(pipeline: Pipeline, short_speech:
     assert info.value.code == "no_audio" and "video" in str(info.value)
 
 
-def test_cancel_is_honoured(pipeline: Pipeline, speech_wav: Path) -> None:
+class CancelAfterFirstDraft(NullReporter):
+    """Asks to stop as soon as Whisper has produced one segment: mid-transcription."""
+
+    def __init__(self, cancel: threading.Event) -> None:
+        self.cancel = cancel
+        self.drafts: list[Draft] = []
+        self.finals: list[Cue] = []
+
+    def draft(self, draft: Draft) -> None:
+        self.drafts.append(draft)
+        self.cancel.set()
+
+    def final(self, cue: Cue, replaces: tuple[str, ...]) -> None:
+        self.finals.append(cue)
+
+
+def test_cancel_before_decode_stops_at_once(pipeline: Pipeline, speech_wav: Path) -> None:
     cancel = threading.Event()
     cancel.set()
-    with pytest.raises(Cancelled):
-        pipeline.run(speech_wav, cancel)
+    reporter = CancelAfterFirstDraft(cancel)
+    with pytest.raises(Cancelled, match="decode"):
+        pipeline.run(speech_wav, cancel, reporter)
+    assert reporter.drafts == []
+
+
+def test_cancel_between_two_segments_stops_transcription(pipeline: Pipeline,
+                                                         speech_wav: Path) -> None:
+    cancel = threading.Event()
+    reporter = CancelAfterFirstDraft(cancel)
+    with pytest.raises(Cancelled, match="transcribing"):
+        pipeline.run(speech_wav, cancel, reporter)
+    assert len(reporter.drafts) == 1  # no later segment reached anyone
 
 
 def test_decode_resamples_to_16k_mono(short_speech: Speech, tmp_path: Path) -> None:
@@ -97,10 +126,11 @@ def test_decode_resamples_to_16k_mono(short_speech: Speech, tmp_path: Path) -> N
     assert audio.samples.ndim == 1 and abs(audio.duration - short_speech.duration) < 0.05
 
 
-def test_model_loaded_once_across_files(pipeline: Pipeline, short_wav: Path) -> None:
+def test_model_loaded_once_across_files(pipeline: Pipeline, cache: ModelCache,
+                                        short_wav: Path) -> None:
     pipeline.run(short_wav)
     pipeline.run(short_wav)
-    stats = pipeline._cache.snapshot()["stats"]
+    stats = cache.snapshot()["stats"]
     whisper = next(v for k, v in stats.items() if k.startswith("whisper"))
     assert whisper["load_count"] == 1 and whisper["hits"] >= 1
 

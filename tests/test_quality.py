@@ -6,14 +6,14 @@ import statistics
 from pathlib import Path
 
 import pytest
-from conftest import wer
-from corpus import Shown, corpus, onset_errors, phantoms, within_style
-from media import write_wav
 
 from daemon.domain import Segment, SpeechSpan, Word
 from daemon.pipeline import Pipeline
 from daemon.pipeline.align import TAIL_SECONDS, SpeechEdges
 from daemon.pipeline.guards import SegmentGuard, compression_ratio, is_phantom_phrase
+from testkit.corpus import Shown, corpus, onset_errors, phantoms, within_style
+from testkit.media import write_wav
+from testkit.speech import wer
 
 
 def seg(text: str, start: float, end: float, no_speech: float = 0.0,
@@ -72,7 +72,7 @@ def test_edges_snap_to_pauses_only() -> None:
 
 def test_quality_figures_end_to_end(pipeline: Pipeline, tmp_path: Path) -> None:
     """The issue's acceptance figures on a small corpus (every kind of input in it)."""
-    model = pipeline.whisper_model()
+    model = pipeline.model("whisper")
     refs, ours, bare, errors, shown_all = [], [], [], [], []
     for item in corpus(full=False):
         path = write_wav(tmp_path / f"{item.name}.wav", item.speech.samples)

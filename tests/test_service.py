@@ -7,29 +7,13 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-from conftest import make_config, wer
-from media import Speech, encode
-
 from daemon.models import ModelCache
-from daemon.service import Service
+from testkit.daemon import jobs_of, make_config, run_burst
+from testkit.media import Speech, encode
+from testkit.speech import srt_text, wer
 
 ODD_NAMES = ["-rf $(x).wav", "space name.wav", "ünïcødé 字幕.wav", "new\nline.wav",
              "sub/dir/deep.wav"]
-
-
-async def run_burst(config, cache: ModelCache) -> Service:
-    service = Service(config, burst=True, cache=cache)
-    await service.run(install_signals=False)
-    return service
-
-
-def jobs_of(root: Path) -> list[dict]:
-    import sqlite3
-
-    db = sqlite3.connect(root / "state" / "journal.sqlite3")
-    db.row_factory = sqlite3.Row
-    return [dict(r) for r in db.execute("SELECT * FROM jobs ORDER BY rel_path")]
 
 
 async def test_odd_names_and_folders(tmp_path: Path, short_wav: Path, short_speech: Speech,
@@ -44,9 +28,7 @@ async def test_odd_names_and_folders(tmp_path: Path, short_wav: Path, short_spee
         stem = name.rsplit(".", 1)[0]
         srt = tmp_path / "outbox" / f"{stem}.en.srt"
         assert srt.is_file(), (name, sorted(p.name for p in (tmp_path / "outbox").rglob("*")))
-        text = " ".join(line for line in srt.read_text().splitlines()
-                        if line and "-->" not in line and not line.isdigit())
-        assert wer(short_speech.text, text) <= 0.25
+        assert wer(short_speech.text, srt_text(srt)) <= 0.25
         assert (tmp_path / "inbox" / name).is_file()  # on_success = keep
     assert {j["state"] for j in jobs_of(tmp_path)} == {"done"}
 
@@ -73,12 +55,13 @@ async def test_bad_inputs_fail_cleanly(tmp_path: Path, short_speech: Speech,
     assert all(states[n] == ("failed", 1) for n in states if not n.startswith("good")), states
     assert states["good.m4a"][0] == "done"
     assert len(list(inbox.iterdir())) == 6  # every input stays
-    assert service.health() == (False, ["stopping"])  # healthy until the burst ended
+    assert service.monitor.health() == (False, ["stopping"])  # healthy until the burst ended
 
 
 async def test_silence_is_done_with_no_speech(tmp_path: Path, cache: ModelCache) -> None:
     import numpy as np
-    from media import write_wav
+
+    from testkit.media import write_wav
 
     config = make_config(tmp_path)
     write_wav(tmp_path / "inbox" / "quiet.wav", np.zeros(16000 * 5, np.float32))
@@ -123,10 +106,8 @@ async def test_skip_existing_and_move_on_success(tmp_path: Path, short_wav: Path
     assert json.loads((tmp_path / "outbox" / "new.en.json").read_text())["language"] == "en"
 
 
-@pytest.mark.parametrize("workers", [2])
-async def test_parallel_workers_share_one_model(tmp_path: Path, short_wav: Path,
-                                                workers: int) -> None:
-    config = make_config(tmp_path, jobs={"workers": workers})
+async def test_two_workers_share_one_loaded_model(tmp_path: Path, short_wav: Path) -> None:
+    config = make_config(tmp_path, jobs={"workers": 2})
     for n in range(4):
         shutil.copy(short_wav, tmp_path / "inbox" / f"f{n}.wav")
     service = await run_burst(config, ModelCache(3))

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LONG_SENTENCES, ROOT, write_toml
-from media import build_speech, write_wav
 
 from daemon.notify import Notifier
+from testkit.daemon import ROOT, write_toml
+from testkit.speech import long_speech_wav
 
 
 class NotifySocket:
@@ -78,7 +78,7 @@ def test_ready_watchdog_status_stopping(daemon_factory, tmp_path: Path) -> None:
     finally:
         del os.environ["NOTIFY_SOCKET"], os.environ["WATCHDOG_USEC"]
     try:
-        wav = write_wav(tmp_path / "long.wav", build_speech(LONG_SENTENCES[:8]).samples)
+        wav = long_speech_wav(tmp_path / "long.wav", 8)
         d.wait_for(lambda: sink.having("READY"), 10, "READY=1")
         shutil.copy(wav, tmp_path / "inbox" / "long.wav")
         d.wait_for(lambda: d.status()["queue"]["done"] == 1, what="job done")

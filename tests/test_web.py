@@ -1,73 +1,25 @@
-"""The monitoring API on a real daemon (in-process service, real aiohttp server, real model)."""
+"""The monitoring API on a real daemon (in-process service, real aiohttp server); the real
+model where the test is about what transcription streams, a scripted pipeline elsewhere."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import shutil
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from conftest import make_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.models import ModelCache
 from daemon.service import Service
+from testkit.daemon import base_url, make_config, read_sse, running_service, wait_until
+from testkit.scripted import ScriptedPipeline
+from testkit.speech import srt_lines
 
 REQUIRED = {"progress.overall", "subtitle.draft", "subtitle.overwrite", "signal.job_started",
             "signal.job_done"}
-
-
-@contextlib.asynccontextmanager
-async def running_service(root: Path, cache: ModelCache, **tables: Any) -> AsyncIterator[Any]:
-    service = Service(make_config(root, **tables), cache=cache)
-    await service.startup()
-    main = asyncio.create_task(service.main_loop())
-    try:
-        yield service
-    finally:
-        service.stopping.set()
-        await main
-        await service.shutdown()
-
-
-def base(service: Service) -> str:
-    return f"http://127.0.0.1:{service.http_port}"
-
-
-async def read_sse(resp: aiohttp.ClientResponse, out: list[dict], stop: asyncio.Event | None = None,
-                   comments: list[str] | None = None) -> None:
-    """Parse an SSE stream into [{"id", "event", "data"}] until it ends or `stop` is set."""
-    fields: dict[str, str] = {}
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\r\n")
-        if line.startswith(":"):
-            if comments is not None:
-                comments.append(line)
-            continue
-        if line == "":
-            if "data" in fields:
-                out.append({"id": int(fields["id"]) if "id" in fields else None,
-                            "event": fields.get("event"), "data": json.loads(fields["data"])})
-            fields = {}
-            if stop is not None and stop.is_set():
-                return
-            continue
-        name, _, value = line.partition(":")
-        fields[name] = value[1:] if value.startswith(" ") else value
-
-
-async def wait_until(predicate, timeout: float = 120.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def done_count(events: list[dict]) -> int:
@@ -77,7 +29,7 @@ def done_count(events: list[dict]) -> int:
 async def test_stream_replay_history_and_routes(tmp_path: Path, short_wav: Path,
                                                 cache: ModelCache) -> None:
     async with running_service(tmp_path, cache) as service, aiohttp.ClientSession() as http:
-        url = base(service)
+        url = base_url(service)
         events: list[dict] = []
         resp = await http.get(url + "/events")
         assert resp.headers["Content-Type"].startswith("text/event-stream")
@@ -168,46 +120,10 @@ async def test_stream_replay_history_and_routes(tmp_path: Path, short_wav: Path,
         assert "subwatch_model_loads" in families and "subwatch_events_published" in families
 
 
-async def test_cancel_a_running_job(tmp_path: Path, cache: ModelCache) -> None:
-    from conftest import LONG_SENTENCES
-    from media import build_speech, write_wav
-
-    long_wav = write_wav(tmp_path / "long.wav", build_speech(LONG_SENTENCES[:12]).samples)
-    async with running_service(tmp_path, cache) as service, aiohttp.ClientSession() as http:
-        shutil.copy(long_wav, tmp_path / "inbox" / "long.wav")
-        await wait_until(lambda: any(r.phase == "transcribe" for r in service.running.values()),
-                         what="transcribing")
-        (job_id,) = list(service.running)
-        resp = await http.post(f"{base(service)}/jobs/{job_id}/cancel")
-        assert (await resp.json())["state"] == "canceling"
-        await wait_until(lambda: service.journal.get(job_id).state == "canceled", what="cancel")
-        job = await (await http.get(f"{base(service)}/jobs/{job_id}")).json()
-        assert job["message"] == "canceled by request"
-        assert not list((tmp_path / "outbox").glob("*.srt"))
-
-
-async def test_token_and_host_checks(tmp_path: Path, cache: ModelCache) -> None:
-    async with running_service(tmp_path, cache, http={"token": "s3cret"}) as service, \
+async def test_fan_out_and_a_reader_that_never_reads(tmp_path: Path, short_wav: Path) -> None:
+    async with running_service(tmp_path, pipeline=ScriptedPipeline()) as service, \
             aiohttp.ClientSession() as http:
-        url = base(service)
-        assert (await http.get(url + "/healthz")).status == 200
-        assert (await http.get(url + "/status")).status == 401
-        assert (await http.get(url + "/status",
-                               headers={"Authorization": "Bearer nope"})).status == 401
-        ok = await http.get(url + "/status", headers={"Authorization": "Bearer s3cret"})
-        assert ok.status == 200
-        assert (await http.get(url + "/events?token=s3cret", timeout=aiohttp.ClientTimeout(
-            sock_read=None))).status == 200
-        foreign = await http.get(url + "/healthz", headers={"Host": "evil.example:8750"})
-        assert foreign.status == 421
-        assert (await http.get(url + "/healthz",
-                               headers={"Host": f"localhost:{service.http_port}"})).status == 200
-
-
-async def test_fan_out_and_a_reader_that_never_reads(tmp_path: Path, short_wav: Path,
-                                                     cache: ModelCache) -> None:
-    async with running_service(tmp_path, cache) as service, aiohttp.ClientSession() as http:
-        url = base(service)
+        url = base_url(service)
         # a client that sends its request and then never reads a byte
         stalled_reader, stalled = await asyncio.open_connection("127.0.0.1", service.http_port)
         stalled.write(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -237,17 +153,15 @@ async def test_fan_out_and_a_reader_that_never_reads(tmp_path: Path, short_wav: 
 async def test_live_page_in_headless_chromium(tmp_path: Path, short_wav: Path,
                                               cache: ModelCache) -> None:
     from browser import Browser
-    from conftest import free_port
+
+    from testkit.daemon import free_port
 
     async with running_service(tmp_path, cache) as service, Browser(free_port()) as browser:
-        await browser.open(base(service) + "/")
+        await browser.open(base_url(service) + "/")
         await _until_page(browser, "document.getElementById('health').textContent === 'live'")
         shutil.copy(short_wav, tmp_path / "inbox" / "page.wav")
         await wait_until(lambda: service.journal.counts()["done"] == 1, what="job done")
-        srt = (tmp_path / "outbox" / "page.en.srt").read_text()
-        final_lines = [line for line in srt.splitlines()
-                       if line and "-->" not in line and not line.isdigit()]
-        cue_text = " ".join(final_lines[:2])
+        cue_text = " ".join(srt_lines(tmp_path / "outbox" / "page.en.srt")[:2])
         await _until_page(browser, "document.querySelectorAll('#subs .final').length > 0"
                                    " && !document.querySelector('#subs .draft')")
         shown = await browser.evaluate(
@@ -266,12 +180,12 @@ async def _until_page(browser: Any, condition: str, timeout: float = 60.0) -> No
     raise AssertionError(f"page never satisfied: {condition}")
 
 
-async def test_streams_close_cleanly_on_shutdown(tmp_path: Path, cache: ModelCache) -> None:
-    service = Service(make_config(tmp_path), cache=cache)
+async def test_streams_close_cleanly_on_shutdown(tmp_path: Path) -> None:
+    service = Service(make_config(tmp_path), pipeline=ScriptedPipeline())
     await service.startup()
     events: list[dict] = []
     async with aiohttp.ClientSession() as http:
-        resp = await http.get(base(service) + "/events")
+        resp = await http.get(base_url(service) + "/events")
         reader = asyncio.create_task(read_sse(resp, events))
         await wait_until(lambda: service.bus.subscriber_count == 1, 10, "subscribed")
         await service.shutdown()

@@ -10,16 +10,33 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..domain import SAMPLE_RATE, Audio
 from ..errors import Cancelled, InputError, classify_os_error
+from ..models import ModelSpec
+from .base import JobState, StageContext
 
 # A file whose frames fail this often is damaged beyond what is worth transcribing.
 MAX_BAD_FRAME_RATIO = 0.5
 
 ProgressFn = Callable[[float], None]
+
+
+class DecodeStage:
+    """Any container PyAV reads → 16 kHz mono float32."""
+
+    name = "decode"
+    weight = 10.0
+
+    def models(self) -> tuple[ModelSpec, ...]:
+        return ()
+
+    def __call__(self, state: JobState, ctx: StageContext) -> JobState:
+        ctx.report.progress(0.0, "decoding")
+        return state.grow(audio=decode(state.path, ctx.cancel, ctx.report.progress))
 
 
 def decode(path: Path, cancel: threading.Event | None = None,
@@ -42,7 +59,7 @@ def decode(path: Path, cancel: threading.Event | None = None,
         raise classify_os_error(exc, "cannot read the file") from None
 
 
-def _decode_container(container, cancel: threading.Event | None,
+def _decode_container(container: Any, cancel: threading.Event | None,
                       progress: ProgressFn | None) -> Audio:
     import av
 
@@ -76,7 +93,7 @@ def _decode_container(container, cancel: threading.Event | None,
     return Audio(samples=samples)
 
 
-def _frames(container, stream) -> Iterator:
+def _frames(container: Any, stream: Any) -> Iterator[Any]:
     """Decoded frames; a few damaged packets are skipped, a mostly damaged file is refused."""
     import av
 

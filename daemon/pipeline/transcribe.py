@@ -9,16 +9,24 @@ and a cancel request is honoured between segments.
 from __future__ import annotations
 
 import logging
+import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from ..config import WhisperConfig
-from ..domain import Audio, Segment, SpeechSpan, Word
+from ..config import Config, WhisperConfig
+from ..domain import Audio, Draft, Segment, SpeechSpan, Word
 from ..errors import Cancelled
+from ..logs import log_context
+from ..models import ModelSpec, WhisperSpec, load_whisper, model_bytes, whisper_spec
+from ..subtitles import StyleLimits
+from .align import SpeechEdges
+from .base import JobState, StageContext
+from .finals import Finals
 from .guards import SegmentGuard
 
 log = logging.getLogger(__name__)
@@ -32,7 +40,73 @@ class WhisperResult:
     segments: list[Segment]
 
 
-def transcribe(model: Any, audio: Audio, spans: list[SpeechSpan], cfg: WhisperConfig,
+def style_limits(config: Config) -> StyleLimits:
+    o = config.output
+    return StyleLimits(max_line_chars=o.max_line_chars, max_lines=o.max_lines,
+                       min_cue_seconds=o.min_cue_seconds, max_cue_seconds=o.max_cue_seconds,
+                       max_cps=o.max_cps)
+
+
+def segment_draft(segment: Segment) -> Draft:
+    """Whisper's own segment as the draft, when no faster engine drafts for it."""
+    return Draft(str(segment.index), segment.text, segment.start, segment.end,
+                 round(math.exp(segment.avg_logprob), 3))
+
+
+class WhisperStage:
+    """The final stream: Whisper with word timestamps over the speech spans, then cues.
+
+    The model is resolved when first asked for (at start-up, by `Pipeline.prepare`), so a model
+    that cannot be had stops the daemon's start rather than its jobs.
+    """
+
+    name = "transcribe"
+    weight = 82.0
+
+    def __init__(self, config: Config, workers: int, drafts_from_segments: bool) -> None:
+        self._config = config
+        self._workers = workers
+        self._drafts_from_segments = drafts_from_segments
+
+    @cached_property
+    def resolved(self) -> WhisperSpec:
+        return whisper_spec(self._config.whisper, self._config.models, self._workers)
+
+    @cached_property
+    def spec(self) -> ModelSpec:
+        resolved = self.resolved
+        return ModelSpec("whisper", resolved.key, lambda: load_whisper(resolved),
+                         lambda: model_bytes(resolved.path))
+
+    def models(self) -> tuple[ModelSpec, ...]:
+        return (self.spec,)
+
+    def __call__(self, state: JobState, ctx: StageContext) -> JobState:
+        if not state.spans:  # silence or music only: Whisper is not asked
+            return state
+        audio = state.heard
+        pad = ctx.config.vad.speech_pad_ms / 1000
+        edges = SpeechEdges.from_spans(state.spans, audio.sample_rate, pad, len(audio.samples))
+        finals = Finals(style_limits(ctx.config), audio.duration, edges, ctx.report,
+                        state.drafts)
+
+        def on_segment(seg: Segment) -> None:
+            with log_context(chunk_id=seg.index):
+                if self._drafts_from_segments:
+                    finals.draft(segment_draft(seg))
+                finals.feed(seg.words)
+                ctx.report.progress(seg.end / audio.duration if audio.duration else 1.0)
+
+        model = ctx.model(self.spec)
+        with ctx.inference(self.spec):
+            result = transcribe(model, audio, state.spans, ctx.config.whisper, ctx.cancel,
+                                on_segment, SegmentGuard(edges.speech))
+        finals.flush()
+        return state.grow(segments=tuple(result.segments), cues=tuple(finals.cues),
+                          language=result.language)
+
+
+def transcribe(model: Any, audio: Audio, spans: Sequence[SpeechSpan], cfg: WhisperConfig,
                cancel: threading.Event | None = None,
                on_segment: SegmentFn | None = None,
                guard: SegmentGuard | None = None) -> WhisperResult:

@@ -8,12 +8,15 @@ The chunking is the same as faster-whisper's, so the transcription cost is the s
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ..config import VadConfig
 from ..domain import Audio, SpeechSpan
+from ..models import ModelSpec
+from .base import JobState, StageContext
 
 
-def vad_options(cfg: VadConfig):
+def vad_options(cfg: VadConfig) -> Any:
     from faster_whisper.vad import VadOptions
 
     return VadOptions(
@@ -25,6 +28,28 @@ def vad_options(cfg: VadConfig):
 
 
 VAD_KEY = ("vad", "silero", "cpu", "float32")
+
+
+class VadStage:
+    """Silero speech spans over the decoded audio (the separated vocals, where there are any)."""
+
+    name = "vad"
+    weight = 5.0
+
+    def __init__(self) -> None:
+        self._spec = ModelSpec("vad", VAD_KEY, load_vad, vad_bytes, release_vad)
+
+    def models(self) -> tuple[ModelSpec, ...]:
+        return (self._spec,)
+
+    def __call__(self, state: JobState, ctx: StageContext) -> JobState:
+        audio = state.heard
+        ctx.report.progress(0.0, f"finding speech in {audio.duration:.1f} s of audio")
+        ctx.model(self._spec)
+        with ctx.inference(self._spec):
+            spans = detect_speech(audio, ctx.config.vad)
+        ctx.report.progress(1.0, f"{len(spans)} speech spans")
+        return state.grow(spans=tuple(spans))
 
 
 def load_vad() -> object:

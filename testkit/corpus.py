@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from media import SR, Speech, speak
+
+from .media import SR, Speech, speak
 
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-us+f3")
 SPEEDS = (140, 175, 210)

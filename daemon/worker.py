@@ -1,0 +1,139 @@
+"""The worker: claim a job, check it is still the file that was admitted, transcribe, write.
+
+The transcription is a callable passed in (path, cancel flag, reporter → transcript): the real
+pipeline in the daemon, a scripted one in tests that are not about recognition. Every way a job
+can end is handed to Outcomes as data (an exception class → a decision), as arq does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import LiveConfig
+from .domain import Transcript
+from .errors import Cancelled, InputError, ModelUnavailable, TransientError
+from .events import EventBus, EventType
+from .journal import Job, Journal
+from .logs import log_context
+from .outcomes import Outcomes, identity_problem
+from .pipeline import Reporter
+from .progress import JobReporter, JobSignals, RunningJob, RunningJobs
+from .threads import Blocking
+from .writer import outbox_for
+
+log = logging.getLogger(__name__)
+
+Transcribe = Callable[[Path, threading.Event, Reporter], Transcript]
+UNEXPECTED_BACKOFF_SECONDS = 5.0
+
+
+class Worker:
+    def __init__(self, live: LiveConfig, journal: Journal, running: RunningJobs,
+                 bus: EventBus, blocking: Blocking, outcomes: Outcomes,
+                 transcribe: Transcribe, stopping: asyncio.Event,
+                 wake: asyncio.Event) -> None:
+        self._live = live
+        self._journal = journal
+        self._running = running
+        self._bus = bus
+        self._signal = JobSignals(bus)
+        self._blocking = blocking
+        self._outcomes = outcomes
+        self._transcribe = transcribe
+        self._stopping = stopping
+        self._wake = wake
+
+    async def run(self, number: int) -> None:
+        """Claim and run jobs until the stop; an unexpected error (a full disk under the
+        journal, a stale NFS handle) is logged and retried, never the silent end of a worker."""
+        while not self._stopping.is_set():
+            try:
+                self._wake.clear()  # before the claim, so an admission during it is not missed
+                job = await self._blocking(self._journal.claim)
+                if job is None:
+                    await self._idle_wait()
+                    continue
+                with log_context(job_id=job.id):
+                    await self._run_job(job)
+            except Exception:
+                log.exception("worker %d: unexpected error; going on in %.0f s", number,
+                              UNEXPECTED_BACKOFF_SECONDS)
+                await asyncio.sleep(UNEXPECTED_BACKOFF_SECONDS)
+
+    async def _idle_wait(self) -> None:
+        due = await self._blocking(self._journal.next_due)
+        timeout = 5.0 if due is None else min(5.0, max(0.05, due - time.time()))
+        waiters = [asyncio.ensure_future(self._wake.wait()),
+                   asyncio.ensure_future(self._stopping.wait())]
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
+
+    async def _run_job(self, job: Job) -> None:
+        config = self._live.current
+        path = config.paths.inbox / job.rel_path
+        if self._stopping.is_set() or not await self._blocking(config.paths.inbox.is_dir):
+            await self._blocking(self._journal.requeue, job.id)
+            if not self._stopping.is_set():
+                await asyncio.sleep(config.watch.poll_interval)
+            return
+        try:
+            problem = await self._blocking(identity_problem, job, path)
+        except OSError as exc:
+            await self._outcomes.retry_or_fail(job, "io_error",
+                                               f"cannot read the file: {exc.strerror}")
+            return
+        if problem:
+            code, reason = problem
+            await self._outcomes.canceled(job, reason, code)
+            return
+        run = self._running.start(job)
+        log.info("started %r (attempt %d of %d)", job.rel_path, job.attempts,
+                 config.jobs.max_attempts)
+        self._signal(EventType.JOB_STARTED, job, max_attempts=config.jobs.max_attempts)
+        try:
+            await self._process(run, path)
+        finally:
+            self._running.end(job.id)
+
+    async def _process(self, run: RunningJob, path: Path) -> None:
+        job, started = run.job, time.monotonic()
+        reporter = JobReporter(run, self._bus)
+        try:
+            transcript = await self._blocking(self._transcribe, path, run.cancel, reporter)
+            reporter.writing()
+            outputs = await self._blocking(self._write, job, transcript)
+        except Exception as exc:  # every failure is data for one decision below
+            await self._failed(run, exc)
+        else:
+            await self._outcomes.done(job, transcript, outputs, time.monotonic() - started,
+                                      reporter)
+
+    async def _failed(self, run: RunningJob, exc: Exception) -> None:
+        job, outcomes = run.job, self._outcomes
+        if isinstance(exc, Cancelled):
+            if self._stopping.is_set():
+                await outcomes.interrupted(job)
+            else:
+                await outcomes.canceled(job, run.cancel_reason or str(exc) or "canceled")
+        elif isinstance(exc, InputError):
+            await outcomes.fail(job, exc.code, str(exc))
+        elif isinstance(exc, (TransientError, ModelUnavailable)):
+            await outcomes.retry_or_fail(job, exc.code, str(exc))
+        elif isinstance(exc, MemoryError):
+            await outcomes.retry_or_fail(job, "out_of_memory", "ran out of memory")
+        else:  # an unexpected bug must not kill the daemon or loop forever
+            log.error("unexpected error on %r", job.rel_path, exc_info=exc)
+            await outcomes.retry_or_fail(job, "internal", f"{type(exc).__name__}: {exc}")
+
+    def _write(self, job: Job, transcript: Transcript) -> list[str]:
+        outbox = outbox_for(self._live.current)
+        if transcript.no_speech:
+            outbox.error_path(job.rel_path).unlink(missing_ok=True)
+            return []
+        return [str(p) for p in outbox.write(job.rel_path, transcript)]

@@ -1,0 +1,221 @@
+"""The daemon as tests and benchmarks drive it: configs, a real process, an in-process service.
+
+Waits poll a condition with a deadline (a timeout, never a timing assertion).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from daemon.config import Config, config_from_dict
+from daemon.models import ModelCache
+from daemon.service import Service
+from daemon.worker import Transcribe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_config(root: Path, **tables: dict[str, Any]) -> Config:
+    """A config rooted in `root` with fast settling; tables override per test."""
+    raw: dict[str, Any] = {
+        "watch": {"settle_seconds": 0.3, "poll_interval": 0.5},
+        "jobs": {"retry_backoff_seconds": 0.2},
+        "http": {"port": 0},
+    }
+    for name, values in tables.items():
+        raw.setdefault(name, {}).update(values)
+    (root / "inbox").mkdir(parents=True, exist_ok=True)
+    return config_from_dict(raw, base=root)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_toml(path: Path, tables: dict[str, dict[str, Any]]) -> Path:
+    lines = []
+    for table, values in tables.items():
+        lines.append(f"[{table}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 120, what: str = "condition",
+             alive: Callable[[], None] | None = None) -> Any:
+    """Poll `predicate` until it is truthy (returned) or the deadline passes (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if alive is not None:
+            alive()
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 120.0,
+                     what: str = "condition") -> Any:
+    """The same on the event loop: the daemon under test keeps running while it waits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.asynccontextmanager
+async def running_service(root: Path, cache: ModelCache | None = None,
+                          pipeline: Transcribe | None = None,
+                          **tables: Any) -> AsyncIterator[Service]:
+    """A started in-process daemon (real watcher, journal, HTTP) until the block ends."""
+    service = Service(make_config(root, **tables), cache=cache, pipeline=pipeline)
+    await service.startup()
+    main = asyncio.create_task(service.main_loop())
+    try:
+        yield service
+    finally:
+        service.stopping.set()
+        await main
+        await service.shutdown()
+
+
+async def run_burst(config: Config, cache: ModelCache | None = None,
+                    pipeline: Transcribe | None = None) -> Service:
+    """Run a daemon until its queue is empty (arq's burst mode)."""
+    service = Service(config, burst=True, cache=cache, pipeline=pipeline)
+    await service.run(install_signals=False)
+    return service
+
+
+async def read_sse(resp: aiohttp.ClientResponse, out: list[dict[str, Any]],
+                   stop: asyncio.Event | None = None,
+                   comments: list[str] | None = None) -> None:
+    """Parse an SSE stream into [{"id", "event", "data"}] until it ends or `stop` is set."""
+    fields: dict[str, str] = {}
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\r\n")
+        if line.startswith(":"):
+            if comments is not None:
+                comments.append(line)
+            continue
+        if line == "":
+            if "data" in fields:
+                out.append({"id": int(fields["id"]) if "id" in fields else None,
+                            "event": fields.get("event"), "data": json.loads(fields["data"])})
+            fields = {}
+            if stop is not None and stop.is_set():
+                return
+            continue
+        name, _, value = line.partition(":")
+        fields[name] = value[1:] if value.startswith(" ") else value
+
+
+def base_url(service: Service) -> str:
+    return f"http://127.0.0.1:{service.http_port}"
+
+
+def jobs_of(root: Path) -> list[dict[str, Any]]:
+    """The journal's rows, read straight from SQLite (after the daemon stopped)."""
+    db = sqlite3.connect(root / "state" / "journal.sqlite3")
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM jobs ORDER BY rel_path")]
+    finally:
+        db.close()
+
+
+class DaemonProcess:
+    """A real `python -m daemon run` in its own folder, driven like a user would."""
+
+    def __init__(self, root: Path, **tables: dict[str, Any]) -> None:
+        self.root = root
+        self.port = free_port()
+        config: dict[str, dict[str, Any]] = {
+            "watch": {"settle_seconds": 0.5, "poll_interval": 1.0},
+            "jobs": {"retry_backoff_seconds": 0.5},
+            "http": {"port": self.port},
+        }
+        for name, values in tables.items():
+            config.setdefault(name, {}).update(values)
+        self.port = config["http"]["port"]
+        self.config_path = write_toml(root / "config.toml", config)
+        (root / "inbox").mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = root / "daemon.log"
+
+    def start(self, wait: bool = True, journald: bool = False) -> DaemonProcess:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("JOURNAL_STREAM", None)
+        self.log.touch()
+        if journald:  # stderr "is the journal": JOURNAL_STREAM names its device and inode
+            st = self.log.stat()
+            env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "daemon", "run", "--config", str(self.config_path)],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc and self.proc.poll() is None, self.log.read_text()
+            try:
+                if self.get("/healthz")["status"] == "ok":
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("daemon not ready:\n" + self.log.read_text())
+
+    def get(self, route: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{route}", timeout=5) as r:
+            return json.load(r)
+
+    def status(self) -> dict[str, Any]:
+        return self.get("/status")
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 120,
+                 what: str = "condition") -> Any:
+        try:
+            return wait_for(predicate, timeout, what, alive=self._alive)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{self.log.read_text()[-3000:]}") from None
+
+    def _alive(self) -> None:
+        assert self.proc and self.proc.poll() is None, self.log.read_text()
+
+    def signal(self, sig: int) -> None:
+        assert self.proc
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        assert self.proc
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
