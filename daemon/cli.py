@@ -13,7 +13,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -198,7 +198,8 @@ class _ProgressBar(NullReporter):
             self._bar = tqdm(total=100, desc=name[:30], unit="%", leave=False,
                              bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
 
-    def progress(self, phase: str, fraction: float, overall: float, message: str = "") -> None:
+    def progress(self, phase: str, fraction: float, overall: float, message: str = "",
+                 details: Mapping[str, Any] | None = None) -> None:
         if self._bar is not None:
             self._bar.n = round(100 * overall, 1)
             self._bar.set_postfix_str(phase, refresh=True)

@@ -132,19 +132,34 @@ class VadConfig:
     max_chunk_seconds: float = field(default=30.0, metadata=_check(_positive))
 
 
+PIPELINE_MODES = ("whisper", "dual", "patch", "sensevoice")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    # whisper: Whisper alone (its segments are the drafts); dual: SenseVoice drafts, Whisper
+    # finals; patch: Whisper only where a draft is doubtful; sensevoice: drafts are final.
+    mode: str = field(default="whisper", metadata=_check(_choice(*PIPELINE_MODES)))
+    # Extension: in patch mode, a span group whose drafts are all at least this confident
+    # keeps them as finals; anything less goes through Whisper.
+    patch_min_confidence: float = field(default=0.7, metadata=_check(_fraction))
+
+
 @dataclass(frozen=True)
 class SeparationConfig:
     mode: str = field(default="auto", metadata=_check(_choice("off", "auto", "always")))
     model: str = "htdemucs"
     repo: str = ""
     device: str = field(default="auto", metadata=_check(_choice("auto", "cpu", "cuda")))
+    # Extension: Demucs runs over at most this much audio at a time (memory stays a block's).
+    block_seconds: float = field(default=30.0, metadata=_check(_positive))
 
 
 @dataclass(frozen=True)
 class SenseVoiceConfig:
     enabled: bool = False
     model: str = ""
-    device: str = "cpu"
+    device: str = field(default="cpu", metadata=_check(_choice("auto", "cpu", "cuda")))
 
 
 @dataclass(frozen=True)
@@ -179,6 +194,7 @@ class Config:
     models: ModelsConfig = ModelsConfig()
     whisper: WhisperConfig = WhisperConfig()
     vad: VadConfig = VadConfig()
+    pipeline: PipelineConfig = PipelineConfig()
     separation: SeparationConfig = SeparationConfig()
     sensevoice: SenseVoiceConfig = SenseVoiceConfig()
     http: HttpConfig = HttpConfig()
@@ -348,12 +364,21 @@ def _check_values(config: Config) -> None:
     if lang != "auto" and not (len(lang) in (2, 3) and lang.isalpha() and lang.islower()):
         raise ConfigError(
             f"whisper.language = {lang!r} is not allowed; expected \"auto\" or an ISO 639-1 code")
-    if config.sensevoice.enabled:
-        raise ConfigError(
-            "sensevoice.enabled = true is not available in this version; expected false")
-    if config.separation.mode == "always":
-        raise ConfigError(
-            "separation.mode = 'always' is not available in this version; expected off | auto")
+    _check_drafts(config)
+
+
+def uses_sensevoice(config: Config) -> bool:
+    """SenseVoice drafts run in every mode but `whisper`, and in `whisper` when enabled
+    (which then behaves as `dual`)."""
+    return config.pipeline.mode != "whisper" or config.sensevoice.enabled
+
+
+def _check_drafts(config: Config) -> None:
+    if uses_sensevoice(config) and not config.sensevoice.model:
+        why = ("sensevoice.enabled = true" if config.pipeline.mode == "whisper"
+               else f"pipeline.mode = {config.pipeline.mode!r}")
+        raise ConfigError(f"{why} needs sensevoice.model = the folder of a local SenseVoiceSmall "
+                          "model (funasr format: config.yaml, model.pt, tokenizer)")
 
 
 COMPUTE_TYPES = (
@@ -392,7 +417,19 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     if _looks_like_path(base, whisper.model):
         whisper = dataclasses.replace(whisper, model=str(_absolute(base, Path(whisper.model))))
     return dataclasses.replace(config, paths=resolved, logging=logging_cfg, models=models,
-                               whisper=whisper)
+                               whisper=whisper, **_model_folders(config, base))
+
+
+def _model_folders(config: Config, base: Path) -> dict[str, Any]:
+    """Local model folders for separation and SenseVoice, relative to the config's folder."""
+    out: dict[str, Any] = {}
+    if config.separation.repo:
+        out["separation"] = dataclasses.replace(
+            config.separation, repo=str(_absolute(base, Path(config.separation.repo))))
+    if config.sensevoice.model:
+        out["sensevoice"] = dataclasses.replace(
+            config.sensevoice, model=str(_absolute(base, Path(config.sensevoice.model))))
+    return out
 
 
 def _looks_like_path(base: Path, name: str) -> bool:

@@ -24,8 +24,9 @@ from .threads import Blocking
 log = logging.getLogger(__name__)
 
 # What a running daemon cannot change in place: tables or `table.key` names.
-RESTART_ONLY = ("paths", "models", "whisper", "vad", "separation", "sensevoice", "watch.mode",
-                "watch.recursive", "jobs.workers", "http.host", "http.port", "http.history_size")
+RESTART_ONLY = ("paths", "models", "whisper", "vad", "pipeline", "separation", "sensevoice",
+                "watch.mode", "watch.recursive", "jobs.workers", "http.host", "http.port",
+                "http.history_size")
 
 
 def _get(config: Config, name: str) -> Any:

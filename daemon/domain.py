@@ -63,6 +63,9 @@ class Draft:
     start: float
     end: float
     confidence: float = 1.0
+    engine: str = "whisper"  # or "sensevoice"
+    language: str | None = None  # what the draft engine heard, where it says
+    events: tuple[str, ...] = ()  # audio events the draft engine tagged ("BGM", "Laughter", …)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from .events import EventBus, EventType
 from .journal import Journal
 from .models import ModelCache
 from .notify import Notifier
-from .progress import RunningJobs
+from .progress import Degradations, RunningJobs
 from .threads import Blocking
 from .watcher import Watcher
 
@@ -36,7 +36,7 @@ class Lifecycle:
 class Monitor:
     def __init__(self, live: LiveConfig, life: Lifecycle, journal: Journal,
                  running: RunningJobs, bus: EventBus, cache: ModelCache, watcher: Watcher,
-                 blocking: Blocking, notifier: Notifier) -> None:
+                 blocking: Blocking, notifier: Notifier, degradations: Degradations) -> None:
         self._live = live
         self._life = life
         self._journal = journal
@@ -46,6 +46,7 @@ class Monitor:
         self._watcher = watcher
         self._blocking = blocking
         self._notifier = notifier
+        self._degradations = degradations
 
     # ------------------------------------------------------------------ views
 
@@ -78,6 +79,7 @@ class Monitor:
                 {"id": j.id, "input": j.rel_path, "error": j.error, "message": j.message}
                 for j in self._journal.list_jobs("failed", 5)],
             "models": self._cache.snapshot(),
+            "degraded": self._degradations.snapshot(),
             "events": {"last_id": self._bus.last_id, "published": self._bus.published,
                        "subscribers": self._bus.subscriber_count},
             "settings": {"log_level": config.logging.level,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +97,30 @@ class JobSignals:
                                          **payload})
 
 
+class Degradations:
+    """Parts that work in a reduced way (a separation model that cannot be had: jobs go on
+    unseparated). Said once per reason as `signal.degraded` and in the log, shown in /status;
+    /healthz stays ok, because every job still finishes."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+        self._lock = threading.Lock()
+        self._now: dict[str, str] = {}
+
+    def report(self, component: str, reason: str, job_id: str | None = None) -> None:
+        with self._lock:
+            if self._now.get(component) == reason:
+                return
+            self._now[component] = reason
+        log.warning("%s works in a reduced way: %s", component, reason)
+        self._bus.publish(EventType.DEGRADED, None, {
+            "degraded": True, "component": component, "reasons": [reason], "job_id": job_id})
+
+    def snapshot(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._now)
+
+
 class JobReporter:
     """The pipeline's Reporter for a daemon job: /status, events and milestone log lines.
 
@@ -104,26 +128,29 @@ class JobReporter:
     per second per job (phase changes always go out); drafts and finals are never throttled.
     """
 
-    def __init__(self, running: RunningJob, bus: EventBus) -> None:
+    def __init__(self, running: RunningJob, bus: EventBus, degradations: Degradations) -> None:
         self._running = running
         self._bus = bus
+        self._degradations = degradations
         self._last_event = 0.0
 
     @property
     def _job_id(self) -> str:
         return self._running.job.id
 
-    def progress(self, phase: str, fraction: float, overall: float, message: str = "") -> None:
-        self._update(phase, fraction, PIPELINE_SHARE * overall, message)
+    def progress(self, phase: str, fraction: float, overall: float, message: str = "",
+                 details: Mapping[str, Any] | None = None) -> None:
+        self._update(phase, fraction, PIPELINE_SHARE * overall, message, details)
 
     def writing(self) -> None:
-        self._update(WRITE_PHASE, 0.0, PIPELINE_SHARE, "writing subtitles")
+        self._update(WRITE_PHASE, 0.0, PIPELINE_SHARE, "writing subtitles", None)
 
     def finished(self, result: str) -> None:
         self._bus.publish(EventType.PROGRESS, self._job_id, {
             "phase": "done", "percent": 100.0, "message": result, "status": "done"})
 
-    def _update(self, phase: str, fraction: float, overall: float, message: str) -> None:
+    def _update(self, phase: str, fraction: float, overall: float, message: str,
+                details: Mapping[str, Any] | None) -> None:
         run = self._running
         changed = phase != run.phase
         run.phase = phase
@@ -134,29 +161,36 @@ class JobReporter:
         if changed or now - run.last_log >= PROGRESS_LOG_SECONDS:
             run.last_log = now
             log.info("%s %.0f%%%s", phase, run.percent, f" ({message})" if message else "")
-        if changed or fraction >= 1.0 or now - self._last_event >= PROGRESS_EVENT_SECONDS:
+        if changed or details or fraction >= 1.0 or \
+                now - self._last_event >= PROGRESS_EVENT_SECONDS:
             self._last_event = now
             self._bus.publish(EventType.PROGRESS, self._job_id, {
                 "phase": phase, "percent": round(run.percent, 1), "message": run.message,
                 "status": "running", "eta_seconds": run.eta_seconds()})
             self._bus.publish(stage_progress(phase), self._job_id, {
-                "percent": round(100.0 * min(max(fraction, 0.0), 1.0), 1), "message": message})
+                "percent": round(100.0 * min(max(fraction, 0.0), 1.0), 1), "message": message,
+                **(details or {})})
 
     def draft(self, draft: Draft) -> None:
         self._running.segments += 1
         self._bus.publish(EventType.DRAFT, self._job_id, {
             "temp_id": self.temp_id(draft.temp_id), "text": draft.text,
             "start": draft.start, "end": draft.end, "confidence": draft.confidence,
-            "is_draft": True})
+            "is_draft": True, "engine": draft.engine, "language": draft.language,
+            "events": list(draft.events)})
 
-    def final(self, cue: Cue, replaces: tuple[str, ...]) -> None:
+    def final(self, cue: Cue, replaces: tuple[str, ...],
+              details: Mapping[str, Any] | None = None) -> None:
         targets = [self.temp_id(t) for t in replaces]
-        self._bus.publish(EventType.OVERWRITE, self._job_id, {
+        self._bus.publish(EventType.OVERWRITE, self._job_id, {**(details or {}),
             "target_temp_id": targets[0] if targets else None, "target_temp_ids": targets,
             "text": cue.text, "lines": list(cue.lines), "start": cue.start, "end": cue.end,
             "is_draft": False,
             "words": [{"word": w.text.strip(), "start": w.start, "end": w.end,
                        "probability": round(w.probability, 3)} for w in cue.words]})
+
+    def degraded(self, component: str, reason: str) -> None:
+        self._degradations.report(component, reason, self._job_id)
 
     def temp_id(self, local_id: str) -> str:
         return f"{self._job_id}:{local_id}"

@@ -31,7 +31,7 @@ from .monitor import Lifecycle, Monitor
 from .notify import Notifier
 from .outcomes import Outcomes
 from .pipeline import Pipeline
-from .progress import JobSignals, RunningJobs
+from .progress import Degradations, JobSignals, RunningJobs
 from .threads import Blocking
 from .watcher import Watcher
 from .web import Api, WebServer
@@ -91,6 +91,7 @@ class Service:
         self.bus = EventBus(config.http.history_size)
         self.blocking = Blocking(config.jobs.workers + 4)
         self.running = RunningJobs()
+        self.degradations = Degradations(self.bus)
         self.notifier = Notifier()
         self._wake = asyncio.Event()
         self._signals = 0
@@ -105,13 +106,15 @@ class Service:
         self.watcher = Watcher(config.paths.inbox, config.watch, self.intake.is_known,
                                self.intake.admit, self.blocking)
         self.monitor = Monitor(self.live, self.life, self.journal, self.running, self.bus,
-                               self.cache, self.watcher, self.blocking, self.notifier)
+                               self.cache, self.watcher, self.blocking, self.notifier,
+                               self.degradations)
         self.metrics = Metrics(self.journal.counts, self.cache, self.bus, self.monitor.healthy)
         self.control = Control(self.live, self.journal, self.running, signals, self.blocking,
                                self._wake, self.notifier, self.monitor.status_line)
         outcomes = Outcomes(self.live, self.journal, signals, self.blocking, self.cache)
         self.worker = Worker(self.live, self.journal, self.running, self.bus, self.blocking,
-                             outcomes, self._transcribe, self.life.stopping, self._wake)
+                             outcomes, self._transcribe, self.life.stopping, self._wake,
+                             self.degradations)
         self.web = WebServer(Api(self.live, self.journal, self.bus, self.running, self.monitor,
                                  self.control, self.metrics, self.blocking))
 

@@ -22,7 +22,7 @@ from .journal import Job, Journal
 from .logs import log_context
 from .outcomes import Outcomes, identity_problem
 from .pipeline import Reporter
-from .progress import JobReporter, JobSignals, RunningJob, RunningJobs
+from .progress import Degradations, JobReporter, JobSignals, RunningJob, RunningJobs
 from .threads import Blocking
 from .writer import outbox_for
 
@@ -36,7 +36,7 @@ class Worker:
     def __init__(self, live: LiveConfig, journal: Journal, running: RunningJobs,
                  bus: EventBus, blocking: Blocking, outcomes: Outcomes,
                  transcribe: Transcribe, stopping: asyncio.Event,
-                 wake: asyncio.Event) -> None:
+                 wake: asyncio.Event, degradations: Degradations) -> None:
         self._live = live
         self._journal = journal
         self._running = running
@@ -47,6 +47,7 @@ class Worker:
         self._transcribe = transcribe
         self._stopping = stopping
         self._wake = wake
+        self._degradations = degradations
 
     async def run(self, number: int) -> None:
         """Claim and run jobs until the stop; an unexpected error (a full disk under the
@@ -103,7 +104,7 @@ class Worker:
 
     async def _process(self, run: RunningJob, path: Path) -> None:
         job, started = run.job, time.monotonic()
-        reporter = JobReporter(run, self._bus)
+        reporter = JobReporter(run, self._bus, self._degradations)
         try:
             transcript = await self._blocking(self._transcribe, path, run.cancel, reporter)
             reporter.writing()

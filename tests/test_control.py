@@ -50,12 +50,15 @@ def test_every_restart_only_name_exists(tmp_path: Path) -> None:
 
 def test_optional_stages_that_are_off_are_stand_ins(tmp_path: Path) -> None:
     stages = build_stages(make_config(tmp_path))
-    assert [s.name for s in stages] == ["decode", "separate", "vad", "draft", "transcribe"]
-    assert [type(s) is Skip for s in stages] == [False, True, False, True, False]
+    assert [s.name for s in stages] == ["decode", "vad", "draft", "separation", "transcribe"]
+    assert [type(s) is Skip for s in stages] == [False, False, True, False, False]
     assert all(s.models() == () for s in stages if isinstance(s, Skip))
 
 
 def test_a_preload_name_no_stage_uses_is_a_config_error(tmp_path: Path) -> None:
-    pipeline = Pipeline(make_config(tmp_path, models={"preload": ["demucs"]}), ModelCache(1))
+    config = make_config(tmp_path, models={"preload": ["sensevoice"]})  # whisper mode: no drafts
+    with pytest.raises(ConfigError, match="models.preload contains 'sensevoice'"):
+        Pipeline(config, ModelCache(1)).prepare()
+    config = make_config(tmp_path, models={"preload": ["demucs"]}, separation={"mode": "off"})
     with pytest.raises(ConfigError, match="models.preload contains 'demucs'"):
-        pipeline.prepare()
+        Pipeline(config, ModelCache(1)).prepare()

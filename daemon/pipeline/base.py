@@ -9,9 +9,10 @@ so adding one (separation, a draft engine) means one module and one line in `bui
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,30 +23,42 @@ from ..domain import Audio, Cue, Draft, Segment, SpanVerdict, SpeechSpan, Transc
 from ..errors import Cancelled
 from ..models import ModelCache, ModelSpec
 
+log = logging.getLogger(__name__)
+
+
+Details = Mapping[str, Any]
+
 
 class Reporter(Protocol):
-    """What a running pipeline tells the outside world: progress, drafts, final cues."""
+    """What a running pipeline tells the outside world: progress, drafts, final cues, and a
+    part that works in a reduced way (a model that cannot be had)."""
 
-    def progress(self, phase: str, fraction: float, overall: float,
-                 message: str = "") -> None: ...
+    def progress(self, phase: str, fraction: float, overall: float, message: str = "",
+                 details: Details | None = None) -> None: ...
 
     def draft(self, draft: Draft) -> None: ...
 
-    def final(self, cue: Cue, replaces: tuple[str, ...]) -> None: ...
+    def final(self, cue: Cue, replaces: tuple[str, ...], details: Details | None = None) -> None:
+        ...
+
+    def degraded(self, component: str, reason: str) -> None: ...
 
 
 class NullReporter:
     """A reporter for callers that only want the transcript."""
 
-    def progress(self, phase: str, fraction: float, overall: float,
-                 message: str = "") -> None:
+    def progress(self, phase: str, fraction: float, overall: float, message: str = "",
+                 details: Details | None = None) -> None:
         pass
 
     def draft(self, draft: Draft) -> None:
         pass
 
-    def final(self, cue: Cue, replaces: tuple[str, ...]) -> None:
+    def final(self, cue: Cue, replaces: tuple[str, ...], details: Details | None = None) -> None:
         pass
+
+    def degraded(self, component: str, reason: str) -> None:
+        log.warning("%s works in a reduced way: %s", component, reason)
 
 
 @dataclass(frozen=True)
@@ -97,16 +110,19 @@ class StageReport:
         self.phase = phase
         self._lo, self._hi = band
 
-    def progress(self, fraction: float, message: str = "") -> None:
+    def progress(self, fraction: float, message: str = "", **details: Any) -> None:
         fraction = min(max(fraction, 0.0), 1.0)
         overall = self._lo + (self._hi - self._lo) * fraction
-        self._reporter.progress(self.phase, fraction, overall, message)
+        self._reporter.progress(self.phase, fraction, overall, message, details or None)
 
     def draft(self, draft: Draft) -> None:
         self._reporter.draft(draft)
 
-    def final(self, cue: Cue, replaces: tuple[str, ...]) -> None:
-        self._reporter.final(cue, replaces)
+    def final(self, cue: Cue, replaces: tuple[str, ...], details: Details | None = None) -> None:
+        self._reporter.final(cue, replaces, details)
+
+    def degraded(self, reason: str) -> None:
+        self._reporter.degraded(self.phase, reason)
 
 
 @dataclass(frozen=True)

@@ -53,20 +53,13 @@ def segment_draft(segment: Segment) -> Draft:
                  round(math.exp(segment.avg_logprob), 3))
 
 
-class WhisperStage:
-    """The final stream: Whisper with word timestamps over the speech spans, then cues.
+class WhisperModel:
+    """The Whisper model of a config, resolved when first asked for (at start-up, by
+    `Pipeline.prepare`), so a model that cannot be had stops the start rather than jobs."""
 
-    The model is resolved when first asked for (at start-up, by `Pipeline.prepare`), so a model
-    that cannot be had stops the daemon's start rather than its jobs.
-    """
-
-    name = "transcribe"
-    weight = 82.0
-
-    def __init__(self, config: Config, workers: int, drafts_from_segments: bool) -> None:
+    def __init__(self, config: Config, workers: int) -> None:
         self._config = config
         self._workers = workers
-        self._drafts_from_segments = drafts_from_segments
 
     @cached_property
     def resolved(self) -> WhisperSpec:
@@ -77,6 +70,21 @@ class WhisperStage:
         resolved = self.resolved
         return ModelSpec("whisper", resolved.key, lambda: load_whisper(resolved),
                          lambda: model_bytes(resolved.path))
+
+
+class WhisperStage:
+    """The final stream in `whisper` mode: one Whisper call over all the speech, with word
+    timestamps, exactly as bare faster-whisper with its VAD would; its segments are the drafts."""
+
+    name = "transcribe"
+    weight = 82.0
+
+    def __init__(self, config: Config, workers: int) -> None:
+        self._whisper = WhisperModel(config, workers)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self._whisper.spec
 
     def models(self) -> tuple[ModelSpec, ...]:
         return (self.spec,)
@@ -92,8 +100,7 @@ class WhisperStage:
 
         def on_segment(seg: Segment) -> None:
             with log_context(chunk_id=seg.index):
-                if self._drafts_from_segments:
-                    finals.draft(segment_draft(seg))
+                finals.draft(segment_draft(seg))
                 finals.feed(seg.words)
                 ctx.report.progress(seg.end / audio.duration if audio.duration else 1.0)
 
@@ -109,7 +116,7 @@ class WhisperStage:
 def transcribe(model: Any, audio: Audio, spans: Sequence[SpeechSpan], cfg: WhisperConfig,
                cancel: threading.Event | None = None,
                on_segment: SegmentFn | None = None,
-               guard: SegmentGuard | None = None) -> WhisperResult:
+               guard: SegmentGuard | None = None, prompt: str | None = None) -> WhisperResult:
     from faster_whisper.transcribe import restore_speech_timestamps
 
     chunks = [{"start": s.start, "end": s.end} for s in spans]
@@ -124,6 +131,7 @@ def transcribe(model: Any, audio: Audio, spans: Sequence[SpeechSpan], cfg: Whisp
         word_timestamps=True,
         condition_on_previous_text=False,
         vad_filter=False,
+        initial_prompt=prompt or None,
     )
     segments: list[Segment] = []
     for index, seg in enumerate(restore_speech_timestamps(raw, chunks, audio.sample_rate)):
