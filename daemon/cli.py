@@ -198,9 +198,9 @@ class _ProgressBar(NullReporter):
             self._bar = tqdm(total=100, desc=name[:30], unit="%", leave=False,
                              bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
 
-    def progress(self, phase: str, fraction: float, overall: float, message: str = "",
+    def progress(self, phase: str, fraction: float, overall: float | None, message: str = "",
                  details: Mapping[str, Any] | None = None) -> None:
-        if self._bar is not None:
+        if self._bar is not None and overall is not None:
             self._bar.n = round(100 * overall, 1)
             self._bar.set_postfix_str(phase, refresh=True)
 

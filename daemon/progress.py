@@ -138,8 +138,13 @@ class JobReporter:
     def _job_id(self) -> str:
         return self._running.job.id
 
-    def progress(self, phase: str, fraction: float, overall: float, message: str = "",
+    def progress(self, phase: str, fraction: float, overall: float | None, message: str = "",
                  details: Mapping[str, Any] | None = None) -> None:
+        if overall is None:  # a stage working inside another: its own event, when it has news
+            if details:
+                self._bus.publish(stage_progress(phase), self._job_id, {
+                    "percent": round(100.0 * fraction, 1), "message": message, **details})
+            return
         self._update(phase, fraction, PIPELINE_SHARE * overall, message, details)
 
     def writing(self) -> None:

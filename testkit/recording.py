@@ -23,7 +23,7 @@ class RecordingReporter:
     def __init__(self) -> None:
         self.log: list[Recorded] = []
 
-    def progress(self, phase: str, fraction: float, overall: float, message: str = "",
+    def progress(self, phase: str, fraction: float, overall: float | None, message: str = "",
                  details: Mapping[str, Any] | None = None) -> None:
         self.log.append(Recorded("progress", phase, {"fraction": fraction, "message": message,
                                                      **(details or {})}))

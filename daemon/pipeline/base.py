@@ -33,8 +33,9 @@ class Reporter(Protocol):
     """What a running pipeline tells the outside world: progress, drafts, final cues, and a
     part that works in a reduced way (a model that cannot be had)."""
 
-    def progress(self, phase: str, fraction: float, overall: float, message: str = "",
-                 details: Details | None = None) -> None: ...
+    def progress(self, phase: str, fraction: float, overall: float | None, message: str = "",
+                 details: Details | None = None) -> None:
+        """`overall` None: a stage inside another reports; the job's percent does not move."""
 
     def draft(self, draft: Draft) -> None: ...
 
@@ -47,7 +48,7 @@ class Reporter(Protocol):
 class NullReporter:
     """A reporter for callers that only want the transcript."""
 
-    def progress(self, phase: str, fraction: float, overall: float, message: str = "",
+    def progress(self, phase: str, fraction: float, overall: float | None, message: str = "",
                  details: Details | None = None) -> None:
         pass
 
@@ -74,9 +75,15 @@ class JobState:
     segments: tuple[Segment, ...] = ()
     cues: tuple[Cue, ...] = ()
     language: str | None = None
+    focus: tuple[int, int] | None = None  # spans[a:b] this pass is about (a conveyor's group)
 
     def grow(self, **fields: Any) -> JobState:
         return dataclasses.replace(self, **fields)
+
+    @property
+    def active_spans(self) -> tuple[SpeechSpan, ...]:
+        """The spans a span-wise stage works on now: the focused group, or all of them."""
+        return self.spans if self.focus is None else self.spans[self.focus[0]:self.focus[1]]
 
     @property
     def heard(self) -> Audio:
@@ -109,11 +116,19 @@ class StageReport:
         self._reporter = reporter
         self.phase = phase
         self._lo, self._hi = band
+        self.side = False
 
     def progress(self, fraction: float, message: str = "", **details: Any) -> None:
         fraction = min(max(fraction, 0.0), 1.0)
-        overall = self._lo + (self._hi - self._lo) * fraction
+        overall = None if self.side else self._lo + (self._hi - self._lo) * fraction
         self._reporter.progress(self.phase, fraction, overall, message, details or None)
+
+    def aside(self, phase: str) -> StageReport:
+        """A report for a stage working inside another (a conveyor's front stages): its events
+        go out under its own name, while the job's phase and percent stay the outer stage's."""
+        side = StageReport(self._reporter, phase, (self._lo, self._hi))
+        side.side = True
+        return side
 
     def draft(self, draft: Draft) -> None:
         self._reporter.draft(draft)

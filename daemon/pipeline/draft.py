@@ -46,18 +46,19 @@ class DraftStage:
         return (self.spec,)
 
     def __call__(self, state: JobState, ctx: StageContext) -> JobState:
-        if not state.spans:
+        spans = list(state.active_spans)
+        if not spans:
             return state
         model = ctx.model(self.spec)
         drafts: list[Draft] = []
-        spans = list(state.spans)
         for first in range(0, len(spans), BATCH_SPANS):
             ctx.check_cancel("drafting")
-            drafts += self._batch(model, state, ctx, first, spans[first:first + BATCH_SPANS])
+            drafts += self._batch(model, state, ctx, spans[first:first + BATCH_SPANS])
             ctx.report.progress(min(first + BATCH_SPANS, len(spans)) / len(spans))
-        return state.grow(drafts=tuple(drafts), language=_majority(drafts) or state.language)
+        everything = state.drafts + tuple(drafts)
+        return state.grow(drafts=everything, language=_majority(everything) or state.language)
 
-    def _batch(self, model: object, state: JobState, ctx: StageContext, first: int,
+    def _batch(self, model: object, state: JobState, ctx: StageContext,
                spans: Sequence[SpeechSpan]) -> list[Draft]:
         from .sensevoice_engine import recognise
 
@@ -68,11 +69,11 @@ class DraftStage:
         with ctx.inference(self.spec):
             results = recognise(model, clips, "auto" if language == "auto" else language)
         out = []
-        for k, (span, (rich, confidence)) in enumerate(zip(spans, results, strict=True)):
+        for span, (rich, confidence) in zip(spans, results, strict=True):
             if not rich.text:
                 continue  # nothing said (or only events): no draft to show
             start, end = span_seconds(span, audio.sample_rate, pad, len(audio.samples))
-            draft = Draft(f"s{first + k}", rich.text, round(start, 3), round(end, 3),
+            draft = Draft(f"s{span.start}", rich.text, round(start, 3), round(end, 3),
                           round(confidence, 3), "sensevoice", rich.language, rich.events)
             ctx.report.draft(draft)
             out.append(draft)

@@ -114,14 +114,17 @@ class SpanFinalStage:
     def __call__(self, state: JobState, ctx: StageContext) -> JobState:
         if not state.spans:
             return state
-        run = _GroupRun(self, state, ctx)
-        groups = group_spans(state.spans,
-                             int(ctx.config.vad.max_chunk_seconds * state.heard.sample_rate))
+        run = self.open(state, ctx)
+        groups = group_spans(state.spans, max_group(state, ctx))
         for n, group in enumerate(groups):
             ctx.check_cancel("transcribing")
             run.group(group)
             ctx.report.progress((n + 1) / len(groups))
         return run.close()
+
+    def open(self, state: JobState, ctx: StageContext) -> GroupRun:
+        """One job's pass, group by group (a conveyor feeds it as its drafts arrive)."""
+        return GroupRun(self, state, ctx)
 
     def whisper_needed(self, drafts: Sequence[Draft], spans: Sequence[SpeechSpan],
                        sample_rate: int, ctx: StageContext) -> bool:
@@ -136,7 +139,11 @@ class SpanFinalStage:
         return self._whisper.spec
 
 
-class _GroupRun:
+def max_group(state: JobState, ctx: StageContext) -> int:
+    return int(ctx.config.vad.max_chunk_seconds * state.heard.sample_rate)
+
+
+class GroupRun:
     """One job's pass over its span groups: the cue stream, the text so far, the segments."""
 
     def __init__(self, stage: SpanFinalStage, state: JobState, ctx: StageContext) -> None:
@@ -149,19 +156,23 @@ class _GroupRun:
         self._finals = Finals(style_limits(ctx.config), self._audio.duration, self._edges,
                               ctx.report, state.drafts)
         self._segments: list[Segment] = []
+        self._drafts: tuple[Draft, ...] = state.drafts
         self._languages: dict[str, float] = {}
         self._model: Any = None
 
-    def group(self, spans: list[SpeechSpan]) -> None:
+    def group(self, spans: Sequence[SpeechSpan], new_drafts: Sequence[Draft] = ()) -> None:
+        """Finals for one group; `new_drafts` are drafts made for it since the run opened."""
+        self._finals.link(new_drafts)
+        self._drafts += tuple(new_drafts)
         sr = self._audio.sample_rate
-        drafts = drafts_within(self._state.drafts, spans[0].start / sr, spans[-1].end / sr)
+        drafts = drafts_within(self._drafts, spans[0].start / sr, spans[-1].end / sr)
         if self._stage.whisper_needed(drafts, spans, sr, self._ctx):
             self._whisper(spans, drafts)
         else:
             for draft in drafts:
                 self._keep(_draft_segment(draft), {"source": "draft", "engine": draft.engine})
 
-    def _whisper(self, spans: list[SpeechSpan], drafts: list[Draft]) -> None:
+    def _whisper(self, spans: Sequence[SpeechSpan], drafts: list[Draft]) -> None:
         ctx = self._ctx
         if self._model is None:
             self._model = ctx.model(self._stage.spec)
@@ -204,12 +215,14 @@ class _GroupRun:
         words = keywords(drafts)
         return " ".join(p for p in (previous, ", ".join(words)) if p)
 
-    def close(self) -> JobState:
+    def close(self, state: JobState | None = None) -> JobState:
+        """The job's state with the finals (and, from a conveyor, what its front stages made)."""
         self._finals.flush()
+        state = state or self._state
         language = (max(self._languages, key=lambda k: self._languages[k])
-                    if self._languages else self._state.language)
-        return self._state.grow(segments=tuple(self._segments), cues=tuple(self._finals.cues),
-                                language=language)
+                    if self._languages else state.language)
+        return state.grow(segments=tuple(self._segments), cues=tuple(self._finals.cues),
+                          language=language, drafts=self._drafts)
 
 
 def _draft_segment(draft: Draft) -> Segment:

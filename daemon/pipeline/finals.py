@@ -33,6 +33,11 @@ class Finals:
         self._links.add(draft)
         self._report.draft(draft)
 
+    def link(self, drafts: Iterable[Draft]) -> None:
+        """Drafts published elsewhere (a draft engine) that finals may replace."""
+        for draft in drafts:
+            self._links.add(draft)
+
     def feed(self, words: tuple[Word, ...], details: Mapping[str, Any] | None = None) -> None:
         if details and words:
             self._fed.append((words[0].start, words[-1].end, details))

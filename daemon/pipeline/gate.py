@@ -98,9 +98,10 @@ class Background:
 
 
 def judge(samples: np.ndarray, sample_rate: int, spans: Sequence[SpeechSpan],
-          bgm: Sequence[bool] | None = None,
-          options: GateOptions = GateOptions()) -> tuple[SpanVerdict, ...]:
-    """One verdict per span, in order, for mono `samples`.
+          bgm: Sequence[bool] | None = None, options: GateOptions = GateOptions(),
+          focus: tuple[int, int] | None = None) -> tuple[SpanVerdict, ...]:
+    """One verdict per span, in order, for mono `samples` (only spans[a:b] with `focus`:
+    the gaps still come from every span, so speech next to the group is never "background").
 
     `bgm[i]` True says a draft engine (SenseVoice) heard background music under span i; the
     gate then counts that span's measured background `options.bgm_boost_db` louder before the
@@ -112,10 +113,11 @@ def judge(samples: np.ndarray, sample_rate: int, spans: Sequence[SpeechSpan],
     if x.ndim != 1:
         raise ValueError(f"the gate takes mono samples, not an array of shape {x.shape}")
     gaps = Gaps.between(spans, len(x))
+    first, last = focus or (0, len(spans))
     return tuple(
-        judge_span(x, sample_rate, span, gaps, bool(bgm[i]) if bgm is not None else False,
+        judge_span(x, sample_rate, spans[i], gaps, bool(bgm[i]) if bgm is not None else False,
                    options)
-        for i, span in enumerate(spans))
+        for i in range(first, last))
 
 
 class Gaps:

@@ -204,8 +204,9 @@ def recognise(model: Any, batch: Sequence[np.ndarray],
     if not usable:
         return results
     with _recognise_lock, _CtcTap(model.model) as tap:
-        outputs = model.generate(input=[clips[i] for i in usable], cache={}, language=language,
-                                 use_itn=True, batch_size=len(usable))
+        # a fixed key: without one funasr draws a random key from Python's global `random`
+        outputs = model.generate(input=[clips[i] for i in usable], key="span", cache={},
+                                 language=language, use_itn=True, batch_size=len(usable))
     blank = int(getattr(model.model, "blank_id", 0))
     for i, output, log_probs in zip(usable, outputs, tap.per_clip(), strict=True):
         results[i] = (parse_rich(str(output["text"])), ctc_confidence(log_probs, blank))

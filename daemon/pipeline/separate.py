@@ -36,14 +36,15 @@ class Region:
 
 
 def regions(spans: Sequence[SpeechSpan], verdicts: Sequence[SpanVerdict], sample_rate: int,
-            total: int) -> list[Region]:
-    """Flagged spans with context, overlapping ones merged, in order."""
+            limits: tuple[int, int]) -> list[Region]:
+    """Flagged spans with context (never past `limits`: the speech of other groups, which the
+    final engine may be reading), overlapping ones merged, in order."""
     pad = int(CONTEXT_SECONDS * sample_rate)
     out: list[Region] = []
     for span, verdict in zip(spans, verdicts, strict=True):
         if not verdict.separate:
             continue
-        start, end = max(0, span.start - pad), min(total, span.end + pad)
+        start, end = max(limits[0], span.start - pad), min(limits[1], span.end + pad)
         if out and start <= out[-1].end:
             out[-1] = Region(out[-1].start, max(out[-1].end, end))
         else:
@@ -83,25 +84,25 @@ class SeparationStage:
     def __call__(self, state: JobState, ctx: StageContext) -> JobState:
         audio = state.heard
         verdicts = self._verdicts(state, audio)
-        todo = regions(state.spans, verdicts, audio.sample_rate, len(audio.samples))
+        todo = regions(state.active_spans, verdicts, audio.sample_rate, _limits(state, audio))
         if not todo:
             ctx.report.progress(1.0, "no separation needed", status="skipped",
                                 reason=_why_skipped(verdicts))
-            return state.grow(music=verdicts)
+            return state.grow(music=state.music + verdicts)
         model = self._model(ctx)
         if model is None:
             ctx.report.progress(1.0, "separation unavailable", status="skipped",
                                 reason="the separation model cannot be had")
-            return state.grow(music=verdicts)
+            return state.grow(music=state.music + verdicts)
         return self._separate(state, ctx, model, audio, todo, verdicts)
 
     def _verdicts(self, state: JobState, audio: Audio) -> tuple[SpanVerdict, ...]:
         if self._cfg.mode == "always":
             sr = audio.sample_rate
             return tuple(SpanVerdict(s.start / sr, s.end / sr, True, 1.0,
-                                     "separation.mode = always") for s in state.spans)
+                                     "separation.mode = always") for s in state.active_spans)
         bgm = bgm_tags(state.spans, state.drafts, audio.sample_rate)
-        return judge(audio.samples, audio.sample_rate, state.spans, bgm)
+        return judge(audio.samples, audio.sample_rate, state.spans, bgm, focus=state.focus)
 
     def _separate(self, state: JobState, ctx: StageContext, model: Any, audio: Audio,
                   todo: list[Region], verdicts: tuple[SpanVerdict, ...]) -> JobState:
@@ -122,7 +123,7 @@ class SeparationStage:
                             status="done", spans=len(flagged), seconds=round(spent, 3),
                             audio_seconds=round(total / audio.sample_rate, 3),
                             reason=flagged[0].reason)
-        return state.grow(music=verdicts, vocals=audio)
+        return state.grow(music=state.music + verdicts, vocals=audio)
 
     def _model(self, ctx: StageContext) -> Any:
         """The Demucs model, or None (said once) when it cannot be had."""
@@ -138,6 +139,16 @@ class SeparationStage:
                 self._unavailable = (time.monotonic() + RETRY_LOAD_SECONDS, why)
             ctx.report.degraded(why)
             return None
+
+
+def _limits(state: JobState, audio: Audio) -> tuple[int, int]:
+    """Where this pass may write: between the speech before and after its group."""
+    if state.focus is None:
+        return 0, len(audio.samples)
+    first, last = state.focus
+    before = state.spans[first - 1].end if first > 0 else 0
+    after = state.spans[last].start if last < len(state.spans) else len(audio.samples)
+    return before, after
 
 
 def _why_skipped(verdicts: Sequence[SpanVerdict]) -> str:

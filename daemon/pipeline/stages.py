@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..config import Config, uses_sensevoice
 from .base import Skip, Stage
+from .conveyor import Conveyor
 from .decode import DecodeStage
 from .draft import DraftStage
 from .final import SpanFinalStage
@@ -24,16 +25,16 @@ def effective_mode(config: Config) -> str:
 
 
 def build_stages(config: Config, workers: int = 1) -> list[Stage]:
-    """decode → vad → draft → separation → transcribe, with stand-ins for what is off."""
+    """decode → vad → draft → separation → transcribe, with stand-ins for what is off; with a
+    draft engine the last three run group by group on a conveyor (drafts ahead of finals)."""
     mode = effective_mode(config)
-    return [
-        DecodeStage(),
-        VadStage(),
-        DraftStage(config) if mode != "whisper"
-        else Skip("draft", "pipeline.mode = whisper: Whisper's segments are the drafts"),
+    separation: Stage = (
         SeparationStage(config) if config.separation.mode != "off" and mode != "sensevoice"
         else Skip("separation", f"separation.mode = {config.separation.mode}, "
-                                f"pipeline.mode = {mode}"),
-        WhisperStage(config, workers) if mode == "whisper"
-        else SpanFinalStage(config, workers, mode),
-    ]
+                                f"pipeline.mode = {mode}"))
+    if mode == "whisper":
+        return [DecodeStage(), VadStage(),
+                Skip("draft", "pipeline.mode = whisper: Whisper's segments are the drafts"),
+                separation, WhisperStage(config, workers)]
+    return [DecodeStage(), VadStage(),
+            Conveyor([DraftStage(config), separation], SpanFinalStage(config, workers, mode))]
