@@ -7,7 +7,8 @@ own (ru_maxrss only ever grows), so the two peaks compare: with block-wise separ
 input adds its own samples (input and output, 16 kHz float32) and nothing more.
 `--unblocked` adds a run of the long input as a single block, the memory blocks save.
 
-    .venv/bin/python bench/separation.py [--seconds 60] [--long 180] [--block 30] [--unblocked]
+    .venv/bin/python bench/separation.py [--seconds 60] [--long 180] [--block 30] [--threads N]
+                                         [--unblocked]
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ def bench_audio(seconds: float) -> np.ndarray:
     return (tones + noise).astype(np.float32)
 
 
-def child(folder: str, sig: str, seconds: float, block: float) -> dict[str, Any]:
+def child(folder: str, sig: str, seconds: float, block: float, threads: int) -> dict[str, Any]:
     """One measurement in this (fresh) process: import, load, then separate `seconds` of audio."""
     started = time.perf_counter()
     import demucs.pretrained  # noqa: F401  (torch with it; timed apart from the load)
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     import_s = time.perf_counter() - started
     started = time.perf_counter()
     model = load_demucs(sig, folder, "cpu")
@@ -70,9 +73,10 @@ def child(folder: str, sig: str, seconds: float, block: float) -> dict[str, Any]
             "threads": torch.get_num_threads()}
 
 
-def measure(folder: str, sig: str, seconds: float, block: float) -> dict[str, Any]:
+def measure(folder: str, sig: str, seconds: float, block: float, threads: int) -> dict[str, Any]:
     out = subprocess.run([sys.executable, __file__, "--child", folder, sig, str(seconds),
-                          str(block)], check=True, capture_output=True, text=True).stdout
+                          str(block), str(threads)], check=True, capture_output=True,
+                         text=True).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
@@ -102,12 +106,14 @@ def main() -> None:
     parser.add_argument("--block", type=float, default=30.0)
     parser.add_argument("--unblocked", action="store_true",
                         help="also separate the long input as one block")
-    parser.add_argument("--child", nargs=4, metavar=("FOLDER", "SIG", "SECONDS", "BLOCK"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch.set_num_threads (0: torch's default, all cores)")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS,
+                        metavar=("FOLDER", "SIG", "SECONDS", "BLOCK", "THREADS"))
     args = parser.parse_args()
     if args.child:
-        folder, sig, seconds, block = args.child
-        print(json.dumps(child(folder, sig, float(seconds), float(block))))
+        folder, sig, seconds, block, threads = args.child
+        print(json.dumps(child(folder, sig, float(seconds), float(block), int(threads))))
         return
     with tempfile.TemporaryDirectory(prefix="bench-demucs-") as tmp:
         started = time.perf_counter()
@@ -116,7 +122,7 @@ def main() -> None:
         lengths = [(args.seconds, args.block), (args.long, args.block)]
         if args.unblocked:
             lengths.append((args.long, args.long + 1))
-        runs = [measure(tmp, sig, seconds, block) for seconds, block in lengths]
+        runs = [measure(tmp, sig, seconds, block, args.threads) for seconds, block in lengths]
         report(made_s, demucs_bytes(sig, tmp), runs)
 
 

@@ -85,10 +85,11 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 120.0,
 
 @contextlib.asynccontextmanager
 async def running_service(root: Path, cache: ModelCache | None = None,
-                          pipeline: Transcribe | None = None,
+                          transcribe: Transcribe | None = None,
                           **tables: Any) -> AsyncIterator[Service]:
-    """A started in-process daemon (real watcher, journal, HTTP) until the block ends."""
-    service = Service(make_config(root, **tables), cache=cache, pipeline=pipeline)
+    """A started in-process daemon (real watcher, journal, HTTP) until the block ends;
+    `transcribe` replaces the pipeline (a scripted one), `tables` override the config."""
+    service = Service(make_config(root, **tables), cache=cache, pipeline=transcribe)
     await service.startup()
     main = asyncio.create_task(service.main_loop())
     try:
@@ -100,9 +101,9 @@ async def running_service(root: Path, cache: ModelCache | None = None,
 
 
 async def run_burst(config: Config, cache: ModelCache | None = None,
-                    pipeline: Transcribe | None = None) -> Service:
+                    transcribe: Transcribe | None = None) -> Service:
     """Run a daemon until its queue is empty (arq's burst mode)."""
-    service = Service(config, burst=True, cache=cache, pipeline=pipeline)
+    service = Service(config, burst=True, cache=cache, pipeline=transcribe)
     await service.run(install_signals=False)
     return service
 

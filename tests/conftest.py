@@ -55,6 +55,23 @@ def pipeline(cache: ModelCache, tmp_path_factory: pytest.TempPathFactory) -> Pip
     return pipeline
 
 
+@pytest.fixture(scope="session")
+def demucs_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A tiny HTDemucs saved where Demucs' own loader reads it: `separation` keys."""
+    from testkit.tiny_demucs import make_tiny_demucs
+
+    folder = tmp_path_factory.mktemp("demucs")
+    return {"model": make_tiny_demucs(folder), "repo": str(folder)}
+
+
+@pytest.fixture(scope="session")
+def sensevoice_folder(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny SenseVoiceSmall folder that funasr.AutoModel loads."""
+    from testkit.tiny_sensevoice import make_tiny_sensevoice
+
+    return str(make_tiny_sensevoice(tmp_path_factory.mktemp("sensevoice")))
+
+
 @pytest.fixture
 def daemon_factory(tmp_path: Path) -> Iterator[Any]:
     started: list[DaemonProcess] = []

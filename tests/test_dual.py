@@ -22,19 +22,6 @@ from testkit.daemon import base_url, jobs_of, make_config, run_burst, running_se
 from testkit.media import Speech, write_wav
 from testkit.recording import RecordingReporter
 from testkit.speech import wer
-from testkit.tiny_demucs import make_tiny_demucs
-from testkit.tiny_sensevoice import make_tiny_sensevoice
-
-
-@pytest.fixture(scope="module")
-def demucs_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    folder = tmp_path_factory.mktemp("demucs")
-    return {"model": make_tiny_demucs(folder), "repo": str(folder)}
-
-
-@pytest.fixture(scope="module")
-def sensevoice_folder(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(make_tiny_sensevoice(tmp_path_factory.mktemp("sensevoice")))
 
 
 @pytest.fixture(scope="module")

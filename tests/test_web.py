@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.models import ModelCache
@@ -121,7 +122,7 @@ async def test_stream_replay_history_and_routes(tmp_path: Path, short_wav: Path,
 
 
 async def test_fan_out_and_a_reader_that_never_reads(tmp_path: Path, short_wav: Path) -> None:
-    async with running_service(tmp_path, pipeline=ScriptedPipeline()) as service, \
+    async with running_service(tmp_path, transcribe=ScriptedPipeline()) as service, \
             aiohttp.ClientSession() as http:
         url = base_url(service)
         # a client that sends its request and then never reads a byte
@@ -144,19 +145,27 @@ async def test_fan_out_and_a_reader_that_never_reads(tmp_path: Path, short_wav: 
         await wait_until(lambda: all(done_count(s) == 1 for s in streams), what="all readers")
         for reader in readers:
             reader.cancel()
+        for resp in responses:
+            resp.close()
         expected = [e.id for e in service.bus.history(None)]
         for s in streams:
             assert [e["id"] for e in s] == expected  # every reader got every event, in order
         stalled.close()
 
 
+@pytest.mark.parametrize("mode", ["whisper", "dual"])
 async def test_live_page_in_headless_chromium(tmp_path: Path, short_wav: Path,
-                                              cache: ModelCache) -> None:
+                                              cache: ModelCache, mode: str,
+                                              request: pytest.FixtureRequest) -> None:
     from browser import Browser
 
     from testkit.daemon import free_port
 
-    async with running_service(tmp_path, cache) as service, Browser(free_port()) as browser:
+    tables: dict[str, Any] = {"pipeline": {"mode": mode}}
+    if mode == "dual":
+        tables["sensevoice"] = {"model": request.getfixturevalue("sensevoice_folder")}
+    async with running_service(tmp_path, cache, **tables) as service, \
+            Browser(free_port()) as browser:
         await browser.open(base_url(service) + "/")
         await _until_page(browser, "document.getElementById('health').textContent === 'live'")
         shutil.copy(short_wav, tmp_path / "inbox" / "page.wav")
@@ -169,6 +178,11 @@ async def test_live_page_in_headless_chromium(tmp_path: Path, short_wav: Path,
         assert cue_text in shown, (cue_text, shown)
         recent = await browser.evaluate("document.getElementById('recent').textContent")
         assert "page.wav" in recent
+        # each draft turned final in its place: the finals sit where the drafts were
+        engine = "s" if mode == "dual" else ""
+        took_place = await browser.evaluate(
+            f"document.querySelectorAll('#subs .final[data-target*=\":{engine}\"]').length")
+        assert took_place > 0
 
 
 async def _until_page(browser: Any, condition: str, timeout: float = 60.0) -> None:
@@ -190,4 +204,5 @@ async def test_streams_close_cleanly_on_shutdown(tmp_path: Path) -> None:
         await wait_until(lambda: service.bus.subscriber_count == 1, 10, "subscribed")
         await service.shutdown()
         await asyncio.wait_for(reader, 10)  # the stream ends instead of hanging
+        resp.close()
     assert events and events[-1]["event"] == "stream.closed"

@@ -36,7 +36,7 @@ def signals(service: Service, job_id: str) -> list[tuple[str, dict]]:
 async def test_transient_failure_backs_off_then_succeeds(tmp_path: Path) -> None:
     pipeline = ScriptedPipeline(failures=[TransientError("io_error", "the share went away")])
     drop(tmp_path)
-    service = await run_burst(make_config(tmp_path), pipeline=pipeline)
+    service = await run_burst(make_config(tmp_path), transcribe=pipeline)
     (job,) = jobs_of(tmp_path)
     assert (job["state"], job["attempts"], pipeline.calls) == ("done", 2, 2)
     assert (tmp_path / "outbox" / "clip.en.srt").is_file()
@@ -58,7 +58,8 @@ async def test_attempts_exhausted_fail_with_an_error_file(tmp_path: Path, failur
                                                           code: str) -> None:
     pipeline = ScriptedPipeline(failures=[failure] * 3)
     inbox_file = drop(tmp_path)
-    service = await run_burst(make_config(tmp_path, jobs={"max_attempts": 3}), pipeline=pipeline)
+    service = await run_burst(make_config(tmp_path, jobs={"max_attempts": 3}),
+                              transcribe=pipeline)
     (job,) = jobs_of(tmp_path)
     assert (job["state"], job["attempts"], job["error"]) == ("failed", 3, code)
     record = json.loads((tmp_path / "outbox" / "clip.error.json").read_text())
@@ -72,14 +73,14 @@ async def test_attempts_exhausted_fail_with_an_error_file(tmp_path: Path, failur
 async def test_permanent_input_error_fails_at_once(tmp_path: Path) -> None:
     pipeline = ScriptedPipeline(failures=[InputError("corrupt", "the media cannot be decoded")])
     drop(tmp_path)
-    await run_burst(make_config(tmp_path), pipeline=pipeline)
+    await run_burst(make_config(tmp_path), transcribe=pipeline)
     (job,) = jobs_of(tmp_path)
     assert (job["state"], job["attempts"], job["error"]) == ("failed", 1, "corrupt")
 
 
 async def test_cancel_between_two_segments_over_http(tmp_path: Path) -> None:
     pipeline = ScriptedPipeline(hold_after=2)
-    async with running_service(tmp_path, pipeline=pipeline) as service, \
+    async with running_service(tmp_path, transcribe=pipeline) as service, \
             aiohttp.ClientSession() as http:
         drop(tmp_path)
         await wait_until(pipeline.held.is_set, 30, "two segments out")
@@ -97,7 +98,7 @@ async def test_cancel_between_two_segments_over_http(tmp_path: Path) -> None:
 
 async def test_cancel_a_queued_job_and_retry_routes(tmp_path: Path) -> None:
     pipeline = ScriptedPipeline(hold_after=1)
-    async with running_service(tmp_path, pipeline=pipeline) as service, \
+    async with running_service(tmp_path, transcribe=pipeline) as service, \
             aiohttp.ClientSession() as http:
         url = base_url(service)
         drop(tmp_path, "first.wav")
@@ -125,13 +126,13 @@ async def test_two_workers_run_two_jobs_at_the_same_time(tmp_path: Path) -> None
     drop(tmp_path, "a.wav")
     drop(tmp_path, "b.wav")
     await run_burst(make_config(tmp_path, jobs={"workers": 2, "max_attempts": 1}),
-                    pipeline=pipeline)
+                    transcribe=pipeline)
     assert [(j["rel_path"], j["state"]) for j in jobs_of(tmp_path)] == \
         [("a.wav", "done"), ("b.wav", "done")]
 
 
 async def test_token_and_host_checks(tmp_path: Path) -> None:
-    async with running_service(tmp_path, pipeline=ScriptedPipeline(),
+    async with running_service(tmp_path, transcribe=ScriptedPipeline(),
                                http={"token": "s3cret"}) as service, \
             aiohttp.ClientSession() as http:
         url = base_url(service)
@@ -142,8 +143,9 @@ async def test_token_and_host_checks(tmp_path: Path) -> None:
         ok = await http.get(url + "/status", headers={"Authorization": "Bearer s3cret"})
         assert ok.status == 200
         assert (await http.post(url + "/jobs/ffffffffffffffff/cancel")).status == 401
-        assert (await http.get(url + "/events?token=s3cret", timeout=aiohttp.ClientTimeout(
-            sock_read=None))).status == 200
+        async with http.get(url + "/events?token=s3cret",
+                            timeout=aiohttp.ClientTimeout(sock_read=None)) as stream:
+            assert stream.status == 200
         foreign = await http.get(url + "/healthz", headers={"Host": "evil.example:8750"})
         assert foreign.status == 421
         assert (await http.get(url + "/healthz",
