@@ -131,29 +131,42 @@ def release_demucs() -> None:
 
 def separate_vocals(model: Any, samples: np.ndarray, cancel: threading.Event | None = None,
                     block_seconds: float = 30.0, overlap_seconds: float = 1.0) -> np.ndarray:
-    """The vocals of 16 kHz mono float32 `samples`, as 16 kHz mono float32 of the same length.
+    """The vocals of 16 kHz mono float32 `samples`, as a new array of the same length."""
+    out = np.array(samples, dtype=np.float32, copy=True)
+    separate_in_place(model, out, cancel, block_seconds, overlap_seconds)
+    return out
+
+
+def separate_in_place(model: Any, samples: np.ndarray, cancel: threading.Event | None = None,
+                      block_seconds: float = 30.0, overlap_seconds: float = 1.0) -> None:
+    """Replace 16 kHz mono float32 `samples` with their vocals, one block at a time.
 
     Blocks of `block_seconds` overlap by `overlap_seconds` and are joined with a linear
-    crossfade, so nothing but one block of separated audio is held beside the output. The mix is
-    normalised once, over the whole input, as demucs does (mean and std of the mix); per-block
-    statistics would change the gain from block to block. `cancel` is checked before each block
-    and, through apply_model's callback, before and after each demucs segment (7.8 s of audio
-    for htdemucs), because one 30 s block can take a minute on a small CPU.
+    crossfade. Each block's output is written back at once except its overlapping tail, which
+    waits (with the mix under it still in place for the next block to hear) until the next
+    block's head is blended into it: so nothing but one block is held beside the audio itself.
+    The mix is normalised once, over the whole input, as demucs does (mean and std of the mix);
+    per-block statistics would change the gain from block to block. `cancel` is checked before
+    each block and, through apply_model's callback, before and after each demucs segment (7.8 s
+    of audio for htdemucs), because one 30 s block can take a minute on a small CPU.
     """
     block, overlap = block_lengths(block_seconds, overlap_seconds)
-    samples = np.asarray(samples, dtype=np.float32)
-    out = np.empty_like(samples)
     if len(samples) == 0:
-        return out
+        return
     mean, std = mix_stats(samples)
     stop = stop_check(cancel)
     separate = block_separator(model, mean, std + 1e-8, stop)  # + 1e-8 as demucs: 0 stays 0
+    tail = np.empty(0, np.float32)  # the previous block's vocals over the overlap, not yet written
     for start, end in block_spans(len(samples), block, overlap):
         stop()
         vocals = separate(samples[start:end])
-        fade = overlap if start > 0 else 0
-        crossfade_into(out, vocals, start, fade)
-    return out
+        fade = len(tail)
+        if fade:
+            ramp = np.arange(1, fade + 1, dtype=np.float32) / np.float32(fade + 1)
+            vocals[:fade] = tail * (1.0 - ramp) + vocals[:fade] * ramp
+        keep = overlap if end < len(samples) else 0
+        samples[start:end - keep] = vocals[:len(vocals) - keep]
+        tail = vocals[len(vocals) - keep:].copy()
 
 
 def stop_check(cancel: threading.Event | None) -> Callable[..., None]:
@@ -196,16 +209,6 @@ def block_spans(length: int, block: int, overlap: int) -> Iterator[tuple[int, in
         if end == length:
             return
         start = end - overlap
-
-
-def crossfade_into(out: np.ndarray, part: np.ndarray, start: int, fade: int) -> None:
-    """Write `part` at `start`, blending its first `fade` samples linearly with what is there."""
-    if fade:
-        ramp = np.arange(1, fade + 1, dtype=np.float32) / np.float32(fade + 1)
-        seam = out[start:start + fade]
-        seam *= 1.0 - ramp
-        seam += part[:fade] * ramp
-    out[start + fade:start + len(part)] = part[fade:]
 
 
 def block_separator(model: Any, mean: float, std: float,

@@ -24,7 +24,9 @@ from .base import JobState, StageContext
 from .gate import judge
 
 CONTEXT_SECONDS = 0.5  # audio kept either side of a flagged span, so Demucs hears the bed
-RETRY_LOAD_SECONDS = 600.0  # a model that could not be had is not asked for again before this
+# A model that could not be had is not asked for again before this: an offline download costs
+# tens of seconds of retries, and one `signal.degraded` is the whole story until a restart.
+RETRY_LOAD_SECONDS = 6 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -106,15 +108,14 @@ class SeparationStage:
 
     def _separate(self, state: JobState, ctx: StageContext, model: Any, audio: Audio,
                   todo: list[Region], verdicts: tuple[SpanVerdict, ...]) -> JobState:
-        from .demucs_engine import separate_vocals
+        from .demucs_engine import separate_in_place
 
         started, total = time.perf_counter(), sum(r.end - r.start for r in todo)
         done = 0
         for region in todo:
-            with ctx.inference(self.spec):
-                vocals = separate_vocals(model, audio.samples[region.start:region.end],
-                                         ctx.cancel, self._cfg.block_seconds)
-            audio.samples[region.start:region.end] = vocals  # in place: see the docstring
+            with ctx.inference(self.spec):  # in place: see the module's docstring
+                separate_in_place(model, audio.samples[region.start:region.end], ctx.cancel,
+                                  self._cfg.block_seconds)
             done += region.end - region.start
             ctx.report.progress(done / total)
         spent = time.perf_counter() - started
