@@ -10,22 +10,23 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import sys
-import urllib.error
-import urllib.request
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
+from .client import ClientError, DaemonClient
 from .config import Config, load_config
 from .errors import ConfigError, ModelUnavailable, SubwatchError
 from .logs import setup_logging
-from .pipeline import NullReporter
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
     from .service import Service
+    from .terminal import Console, FileProgress, FileResult
     from .writer import Outbox
 
 log = logging.getLogger("subwatch")
@@ -50,10 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", type=Path)
     tr.add_argument("-o", "--output-dir", type=Path,
                     help="where subtitles go (default: beside each input)")
-    st = sub.add_parser("status", help="show the running daemon's status")
-    st.add_argument("--url", default=None, help="daemon URL (default: from the config)")
-    st.add_argument("--config", type=Path)
-    st.add_argument("--json", action="store_true", help="print the raw JSON")
+    tr.add_argument("-v", "--verbose", action="store_true",
+                    help="on a terminal, show INFO log lines too (default: warnings and errors)")
+    _add_api_commands(sub)
     cc = sub.add_parser("check-config", help="validate and print the effective config")
     cc.add_argument("--config", type=Path)
     return parser
@@ -70,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     apply_hub_settings(config.models)  # before anything imports the hub client
     handler = {"run": cmd_run, "transcribe": cmd_transcribe, "status": cmd_status,
+               "jobs": cmd_jobs, "retry": cmd_job_action, "cancel": cmd_job_action,
                "check-config": cmd_check_config}[args.command]
     return handler(args, config)
 
@@ -148,90 +149,145 @@ def cmd_transcribe(args: argparse.Namespace, config: Config) -> int:
     setup_logging(config.logging)
     from .models import ModelCache
     from .pipeline import Pipeline
+    from .terminal import Console
+
+    console = Console(verbose=args.verbose)
+    with console.logging():
+        pipeline = Pipeline(config, ModelCache(config.models.cache_size))
+        try:
+            pipeline.prepare()
+        except ConfigError as exc:
+            log.error("config error: %s", exc)
+            return EXIT_USAGE
+        except ModelUnavailable as exc:
+            log.error("cannot start: %s", exc)
+            return EXIT_FAILURE
+        results = _transcribe_all(args, config, pipeline, console)
+    console.summary(results)
+    return EXIT_FAILURE if any(r.error is not None for r in results) else EXIT_OK
+
+
+def _transcribe_all(args: argparse.Namespace, config: Config, pipeline: Pipeline,
+                    console: Console) -> list[FileResult]:
     from .writer import Outbox
 
-    pipeline = Pipeline(config, ModelCache(config.models.cache_size))
-    try:
-        pipeline.prepare()
-    except ConfigError as exc:
-        log.error("config error: %s", exc)
-        return EXIT_USAGE
-    except ModelUnavailable as exc:
-        log.error("cannot start: %s", exc)
-        return EXIT_FAILURE
-    failures = 0
-    for path in args.files:
+    results = []
+    for index, path in enumerate(args.files, 1):
         outdir = args.output_dir or path.resolve().parent
         outbox = Outbox(outdir, config.output.name_template, config.output.formats)
-        failures += not _transcribe_one(pipeline, outbox, path)
-    return EXIT_FAILURE if failures else EXIT_OK
+        result = _transcribe_one(pipeline, outbox, console.start(path, index, len(args.files)))
+        console.done(result)
+        results.append(result)
+    return results
 
 
-def _transcribe_one(pipeline: Pipeline, outbox: Outbox, path: Path) -> bool:
-    bar = _ProgressBar(path.name)
+def _transcribe_one(pipeline: Pipeline, outbox: Outbox, progress: FileProgress) -> FileResult:
+    """One file through the pipeline and the outbox; the bar goes away whatever happens."""
+    path = progress.path
     try:
-        transcript = pipeline.run(path, reporter=bar)
+        transcript = pipeline.run(path, reporter=progress)
         outputs = [] if transcript.no_speech else outbox.write(path.name, transcript)
     except SubwatchError as exc:
-        bar.close()
-        print(f"subwatch: {str(path)!r}: {exc}", file=sys.stderr)
-        return False
-    except KeyboardInterrupt:
-        bar.close()
-        raise
-    bar.close()
-    if not outputs:
-        print(f"{str(path)!r}: no speech found; no subtitles written")
-    for out in outputs:
-        print(out)
-    return True
-
-
-class _ProgressBar(NullReporter):
-    """A tqdm bar on a TTY, silence otherwise (scripts read only the printed output paths)."""
-
-    def __init__(self, name: str) -> None:
-        self._bar: Any = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=100, desc=name[:30], unit="%", leave=False,
-                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
-
-    def progress(self, phase: str, fraction: float, overall: float | None, message: str = "",
-                 details: Mapping[str, Any] | None = None) -> None:
-        if self._bar is not None and overall is not None:
-            self._bar.n = round(100 * overall, 1)
-            self._bar.set_postfix_str(phase, refresh=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        return progress.finish(error=str(exc))
+    finally:
+        progress.close()
+    return progress.finish(outputs, transcript.duration)
 
 
 # ---------------------------------------------------------------------------- status
 
+def _add_api_commands(sub: Any) -> None:
+    """status, jobs, retry, cancel: each asks the running daemon over HTTP (daemon/client.py),
+    found from the same config it runs with (address and token), or at --url."""
+    from .journal import STATES
+
+    st = sub.add_parser("status", help="show the running daemon's status")
+    _client_args(st)
+    st.add_argument("--json", action="store_true", help="print the raw JSON")
+    st.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    st.add_argument("--interval", type=_positive(float), default=2.0, metavar="SECONDS",
+                    help="seconds between refreshes with --watch (default: 2)")
+    jb = sub.add_parser("jobs", help="list the daemon's jobs, newest first")
+    _client_args(jb)
+    jb.add_argument("--state", choices=STATES, metavar="STATE",
+                    help=f"only jobs in this state: {', '.join(STATES)}")
+    jb.add_argument("--limit", type=_positive(int), default=20, metavar="N",
+                    help="at most N jobs (default: 20, the daemon caps it at 1000)")
+    jb.add_argument("--json", action="store_true", help="print the raw JSON")
+    for verb, what in (("retry", "queue a failed, canceled, done or skipped job again"),
+                       ("cancel", "cancel a queued job, or a running one at its next safe point")):
+        act = sub.add_parser(verb, help=what)
+        act.add_argument("job_id", metavar="ID", help="the job's id (see `subwatch jobs`)")
+        _client_args(act)
+
+
+def _client_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=None, help="daemon URL (default: from the config)")
+    parser.add_argument("--config", type=Path)
+
+
+def _positive(kind: type[float] | type[int]) -> Any:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0: {text!r}")
+        return value
+
+    return parse
+
+
+def _client_failed(exc: ClientError) -> int:
+    print(f"subwatch: {exc}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
-    url = args.url or f"http://{_client_host(config.http.host)}:{config.http.port}"
-    request = urllib.request.Request(url.rstrip("/") + "/status")
-    if config.http.token:
-        request.add_header("Authorization", f"Bearer {config.http.token}")
+    client = DaemonClient.from_config(config, args.url)
+    if args.watch:
+        return _watch_status(client, args.json, args.interval)
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            data = json.load(resp)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"subwatch: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    print(json.dumps(data, indent=2) if args.json else format_status(data))
+        data = client.status()
+    except ClientError as exc:
+        return _client_failed(exc)
+    print(_render_status(data, args.json))
     return EXIT_OK
 
 
-def _client_host(host: str) -> str:
-    if host in ("0.0.0.0", ""):
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host else host
+def _render_status(data: dict[str, Any], as_json: bool) -> str:
+    return json.dumps(data, indent=2) if as_json else format_status(data)
+
+
+# Cursor home, then erase the screen: each refresh replaces the last one, as watch(1) does.
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+
+def _watch_status(client: DaemonClient, as_json: bool, interval: float) -> int:
+    """Redraw in place on a terminal; a new block per refresh (blank line between) for a pipe
+    or a log. A daemon that goes away after the first answer is shown, not fatal: it may be
+    restarting, and the point of watching is to see it come back. Ctrl-C is the way out."""
+    tty = sys.stdout.isatty()
+    first = True
+    try:
+        while True:
+            try:
+                text = _render_status(client.status(), as_json)
+            except ClientError as exc:
+                if first:
+                    return _client_failed(exc)
+                text = f"subwatch: {exc}"
+            if tty:
+                header = f"every {interval:g}s, Ctrl-C to stop   {time.strftime('%H:%M:%S')}"
+                sys.stdout.write(f"{CLEAR_SCREEN}{header}\n\n{text}\n")
+            else:
+                sys.stdout.write(("" if first else "\n") + text + "\n")
+            sys.stdout.flush()  # a pipe is block-buffered: the reader would see nothing
+            first = False
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 def format_status(data: dict[str, Any]) -> str:
@@ -265,3 +321,57 @@ def _duration(seconds: float) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+# ---------------------------------------------------------------------------- jobs
+
+def cmd_jobs(args: argparse.Namespace, config: Config) -> int:
+    try:
+        data = DaemonClient.from_config(config, args.url).jobs(args.state, args.limit)
+    except ClientError as exc:
+        return _client_failed(exc)
+    print(json.dumps(data, indent=2) if args.json else format_jobs(data.get("jobs") or []))
+    return EXIT_OK
+
+
+def cmd_job_action(args: argparse.Namespace, config: Config) -> int:
+    """retry or cancel: print the state the job is in now, for a person or a script."""
+    try:
+        data = DaemonClient.from_config(config, args.url).act(args.job_id, args.command)
+    except ClientError as exc:
+        return _client_failed(exc)
+    print(data.get("state"))
+    return EXIT_OK
+
+
+JOB_COLUMNS = ("ID", "STATE", "TRIES", "INPUT", "DETAIL")
+INPUT_WIDTH = 40
+
+
+def format_jobs(jobs: list[dict[str, Any]], width: int | None = None) -> str:
+    """/jobs for a human: one line a job, the detail cut to the terminal's width."""
+    if not jobs:
+        return "no jobs"
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    rows = [JOB_COLUMNS] + [(str(j.get("id")), str(j.get("state")), str(j.get("attempts")),
+                             _shorten(str(j.get("rel_path")), INPUT_WIDTH, keep_end=True),
+                             _job_detail(j)) for j in jobs]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    room = max(20, width - sum(widths) - 2 * len(widths))
+    return "\n".join(("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False))
+                      + "  " + _shorten(row[4], room)).rstrip() for row in rows)
+
+
+def _job_detail(job: dict[str, Any]) -> str:
+    if job.get("error"):
+        return " ".join(f"{job['error']}: {job.get('message') or ''}".split())
+    if job.get("outputs"):
+        return ", ".join(Path(out).name for out in job["outputs"])
+    return "no speech" if job.get("result") == "no_speech" else ""
+
+
+def _shorten(text: str, width: int, keep_end: bool = False) -> str:
+    """At most `width` characters; a path keeps its end (the file's name says the most)."""
+    if len(text) <= width:
+        return text
+    return "..." + text[3 - width:] if keep_end else text[:width - 3] + "..."

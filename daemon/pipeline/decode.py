@@ -36,7 +36,10 @@ class DecodeStage:
 
     def __call__(self, state: JobState, ctx: StageContext) -> JobState:
         ctx.report.progress(0.0, "decoding")
-        return state.grow(audio=decode(state.path, ctx.cancel, ctx.report.progress))
+        audio = decode(state.path, ctx.cancel, ctx.report.progress)
+        ctx.report.progress(1.0, f"{audio.duration:.1f} s of audio",
+                            audio_seconds=round(audio.duration, 3))
+        return state.grow(audio=audio)
 
 
 def decode(path: Path, cancel: threading.Event | None = None,
