@@ -49,6 +49,7 @@ class Clock:
     def __init__(self) -> None:
         self.started = time.perf_counter()
         self.first_draft: float | None = None
+        self.first_batch: float | None = None  # the draft engine's first batch done
         self.first_final: float | None = None
         self.details: dict[str, Any] = {}
 
@@ -56,6 +57,8 @@ class Clock:
                  details: Mapping[str, Any] | None = None) -> None:
         if details and phase == "separation":
             self.details = dict(details)
+        if phase == "draft" and self.first_batch is None:
+            self.first_batch = time.perf_counter() - self.started
 
     def draft(self, draft: Draft) -> None:
         self.first_draft = self.first_draft or time.perf_counter() - self.started
@@ -80,7 +83,7 @@ def speech_file(folder: Path, seconds: float) -> Path:
     return write_wav(folder / "speech.wav", cut, speech.sample_rate)
 
 
-def timing(seconds: float) -> None:
+def timing(seconds: float, only: list[str]) -> None:
     folder = Path(tempfile.mkdtemp(prefix="subwatch-dual-"))
     path = speech_file(folder, seconds)
     sensevoice = str(make_tiny_sensevoice(folder / "sensevoice", real_size=True))
@@ -91,7 +94,8 @@ def timing(seconds: float) -> None:
         "whisper, separation auto (clean)": {"separation": {"mode": "auto", **demucs}},
         "dual, separation off": {"pipeline": {"mode": "dual"}, "separation": {"mode": "off"},
                                  "sensevoice": {"model": sensevoice}},
-        "sensevoice": {"pipeline": {"mode": "sensevoice"}, "sensevoice": {"model": sensevoice}},
+        "sensevoice": {"pipeline": {"mode": "sensevoice"}, "sensevoice": {"model": sensevoice},
+                       "models": {"preload": ["vad", "sensevoice"]}},
         "dual, separation always": {"pipeline": {"mode": "dual"},
                                     "separation": {"mode": "always", **demucs},
                                     "sensevoice": {"model": sensevoice}},
@@ -99,15 +103,19 @@ def timing(seconds: float) -> None:
     cache = ModelCache(4)
     rows = {}
     for name, tables in runs.items():
+        if only and name not in only and name != "whisper, separation off":
+            continue
         pipeline = Pipeline(make_config(folder / "cfg", **tables), cache)
         pipeline.prepare()
         for spec in pipeline.model_specs().values():
             cache.model(spec)  # loads are not what is compared
-        pipeline.run(path)  # warm
+        if "always" not in name:  # warm (first-call allocations); a Demucs pass is too long
+            pipeline.run(path)
         clock = Clock()
         transcript = pipeline.run(path, reporter=clock)
         total = time.perf_counter() - clock.started
         rows[name] = {"first_draft_s": round(clock.first_draft or -1, 2),
+                      "first_draft_batch_s": round(clock.first_batch or -1, 2),
                       "first_final_s": round(clock.first_final or -1, 2),
                       "total_s": round(total, 2), "cues": len(transcript.cues),
                       "separation": clock.details}
@@ -115,7 +123,8 @@ def timing(seconds: float) -> None:
     base = rows["whisper, separation off"]["total_s"]
     print(f"\n{seconds:.0f} s of speech; ratios of total time to whisper mode, separation off:")
     for name, row in rows.items():
-        print(f"  {name:36s} first draft {row['first_draft_s']:6.2f} s  first final "
+        print(f"  {name:36s} first draft {row['first_draft_s']:6.2f} s (first draft batch "
+              f"{row['first_draft_batch_s']:6.2f} s)  first final "
               f"{row['first_final_s']:6.2f} s  total {row['total_s']:6.2f} s  "
               f"×{row['total_s'] / base:.2f}")
 
@@ -158,6 +167,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     t = sub.add_parser("timing")
     t.add_argument("--seconds", type=float, default=60.0)
+    t.add_argument("--only", nargs="*", default=[], help="run names (whisper off always runs)")
     m = sub.add_parser("memory")
     m.add_argument("--minutes", type=float, nargs="+", default=[10.0, 60.0])
     c = sub.add_parser("memory-child")
@@ -166,7 +176,7 @@ def main() -> None:
     c.add_argument("sig")
     args = parser.parse_args()
     if args.what == "timing":
-        timing(args.seconds)
+        timing(args.seconds, args.only)
     elif args.what == "memory":
         memory(args.minutes)
     else:

@@ -16,7 +16,7 @@ from ..domain import Draft, SpeechSpan
 from ..models import ModelSpec
 from .base import JobState, StageContext
 
-BATCH_SPANS = 8  # spans per SenseVoice call: bounded memory, drafts out early
+BATCH_SPANS = 8  # spans per SenseVoice call at most: bounded memory, good throughput
 
 
 def span_seconds(span: SpeechSpan, sample_rate: int, pad: float, total: int) -> tuple[float, float]:
@@ -51,10 +51,12 @@ class DraftStage:
             return state
         model = ctx.model(self.spec)
         drafts: list[Draft] = []
-        for first in range(0, len(spans), BATCH_SPANS):
+        first, size = 0, 1 if not state.drafts else BATCH_SPANS
+        while first < len(spans):  # the job's first batch is one span: a draft on screen soon
             ctx.check_cancel("drafting")
-            drafts += self._batch(model, state, ctx, spans[first:first + BATCH_SPANS])
-            ctx.report.progress(min(first + BATCH_SPANS, len(spans)) / len(spans))
+            drafts += self._batch(model, state, ctx, spans[first:first + size])
+            first, size = first + size, min(size * 2, BATCH_SPANS)
+            ctx.report.progress(min(first, len(spans)) / len(spans))
         everything = state.drafts + tuple(drafts)
         return state.grow(drafts=everything, language=_majority(everything) or state.language)
 
