@@ -72,7 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"run": cmd_run, "transcribe": cmd_transcribe, "status": cmd_status,
                "jobs": cmd_jobs, "retry": cmd_job_action, "cancel": cmd_job_action,
                "check-config": cmd_check_config}[args.command]
-    return handler(args, config)
+    try:
+        return handler(args, config)
+    except KeyboardInterrupt:  # Ctrl-C in a one-shot command: one line, not a traceback
+        print("\nsubwatch: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 # ---------------------------------------------------------------------------- check-config

@@ -152,3 +152,22 @@ def test_log_records_pass_above_bars_and_the_handler_is_restored() -> None:
         root.setLevel(level)
     assert stream.getvalue() == "shown above the bar\nas configured again\n"
     assert handler.stream is stream and handler.level == logging.NOTSET
+
+
+def test_ctrl_c_during_transcribe_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    from testkit.speech import long_speech_wav
+
+    wav = long_speech_wav(tmp_path / "long.wav", 12)
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "transcribe", str(wav), "-o",
+                             str(tmp_path / "out")], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = ""
+    deadline = time.monotonic() + 60
+    while "loaded model whisper" not in seen and time.monotonic() < deadline:
+        seen += proc.stderr.readline()  # INFO lines on stderr: the work has begun
+    proc.send_signal(2)  # SIGINT, as Ctrl-C sends
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err and err.strip().endswith("subwatch: interrupted")
+    assert not list((tmp_path / "out").glob("*.srt"))  # stopped before anything was written
