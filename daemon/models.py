@@ -346,10 +346,11 @@ def _download(name: str, models: ModelsConfig) -> str:
         f"whisper.model = {name!r} cannot be had: not in the local cache and the {reason}")
 
 
-def model_bytes(folder: str) -> int:
-    """What a CTranslate2 model will hold in memory, roughly: the size of its weights file."""
+def model_bytes(folder: str, weights: str = "model.bin") -> int:
+    """What a model folder will hold in memory, roughly: the size of its weights file
+    (CTranslate2's model.bin by default; funasr's model.pt for SenseVoice)."""
     try:
-        return os.path.getsize(os.path.join(folder, "model.bin"))
+        return os.path.getsize(os.path.join(folder, weights))
     except OSError:
         return 0
 

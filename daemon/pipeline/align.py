@@ -21,6 +21,15 @@ REACH_SECONDS = 0.5  # how far from Whisper's word time an edge may be and still
 TAIL_SECONDS = 0.15  # subtitles linger a little after the voice stops
 
 
+def unpadded(span: SpeechSpan, sample_rate: int, pad_seconds: float,
+             total_samples: int) -> tuple[float, float]:
+    """A VAD span's (start, end) in seconds with the VAD's padding taken off, not past the
+    file's ends: where the voice really is."""
+    start = span.start / sample_rate + (pad_seconds if span.start > 0 else 0.0)
+    end = span.end / sample_rate - (pad_seconds if span.end < total_samples else 0.0)
+    return start, max(start, end)
+
+
 @dataclass(frozen=True)
 class SpeechEdges:
     """True onsets and offsets of speech (the VAD's padding taken off), in seconds."""
@@ -36,9 +45,8 @@ class SpeechEdges:
         twice the padding, split in the middle) or reach the file's ends say nothing exact."""
         onsets, offsets, speech = [], [], []
         for i, span in enumerate(spans):
-            start = span.start / sample_rate + (pad_seconds if span.start > 0 else 0.0)
-            end = span.end / sample_rate - (pad_seconds if span.end < total_samples else 0.0)
-            speech.append((start, max(start, end)))
+            start, end = unpadded(span, sample_rate, pad_seconds, total_samples)
+            speech.append((start, end))
             touches_before = i > 0 and spans[i - 1].end >= span.start
             touches_after = i + 1 < len(spans) and spans[i + 1].start <= span.end
             if span.start > 0 and not touches_before:

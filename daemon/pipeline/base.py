@@ -112,11 +112,12 @@ def expected_language(cfg: WhisperConfig) -> str | None:
 class StageReport:
     """A stage's view of the reporter: its own progress in 0..1 mapped into its band."""
 
-    def __init__(self, reporter: Reporter, phase: str, band: tuple[float, float]) -> None:
+    def __init__(self, reporter: Reporter, phase: str, band: tuple[float, float],
+                 side: bool = False) -> None:
         self._reporter = reporter
         self.phase = phase
         self._lo, self._hi = band
-        self.side = False
+        self.side = side
 
     def progress(self, fraction: float, message: str = "", **details: Any) -> None:
         fraction = min(max(fraction, 0.0), 1.0)
@@ -126,9 +127,7 @@ class StageReport:
     def aside(self, phase: str) -> StageReport:
         """A report for a stage working inside another (a conveyor's front stages): its events
         go out under its own name, while the job's phase and percent stay the outer stage's."""
-        side = StageReport(self._reporter, phase, (self._lo, self._hi))
-        side.side = True
-        return side
+        return StageReport(self._reporter, phase, (self._lo, self._hi), side=True)
 
     def draft(self, draft: Draft) -> None:
         self._reporter.draft(draft)

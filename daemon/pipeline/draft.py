@@ -13,17 +13,11 @@ from functools import cached_property
 
 from ..config import Config, SenseVoiceConfig
 from ..domain import Draft, SpeechSpan
-from ..models import ModelSpec
+from ..models import ModelSpec, model_bytes
+from .align import unpadded
 from .base import JobState, StageContext
 
 BATCH_SPANS = 8  # spans per SenseVoice call at most: bounded memory, good throughput
-
-
-def span_seconds(span: SpeechSpan, sample_rate: int, pad: float, total: int) -> tuple[float, float]:
-    """A VAD span's start and end with the VAD's padding taken off (not past the file ends)."""
-    start = span.start / sample_rate + (pad if span.start > 0 else 0.0)
-    end = span.end / sample_rate - (pad if span.end < total else 0.0)
-    return start, max(start, end)
 
 
 class DraftStage:
@@ -40,7 +34,7 @@ class DraftStage:
         cfg = self._cfg
         return ModelSpec("sensevoice", ("sensevoice", cfg.model, cfg.device),
                          lambda: load_sensevoice(cfg.model, cfg.device),
-                         lambda: _folder_bytes(cfg.model))
+                         lambda: model_bytes(cfg.model, "model.pt"))
 
     def models(self) -> tuple[ModelSpec, ...]:
         return (self.spec,)
@@ -74,7 +68,7 @@ class DraftStage:
         for span, (rich, confidence) in zip(spans, results, strict=True):
             if not rich.text:
                 continue  # nothing said (or only events): no draft to show
-            start, end = span_seconds(span, audio.sample_rate, pad, len(audio.samples))
+            start, end = unpadded(span, audio.sample_rate, pad, len(audio.samples))
             draft = Draft(f"s{span.start}", rich.text, round(start, 3), round(end, 3),
                           round(confidence, 3), "sensevoice", rich.language, rich.events)
             ctx.report.draft(draft)
@@ -90,11 +84,3 @@ def _majority(drafts: Sequence[Draft]) -> str | None:
             seconds[d.language] = seconds.get(d.language, 0.0) + d.end - d.start
     return max(seconds, key=lambda k: seconds[k]) if seconds else None
 
-
-def _folder_bytes(folder: str) -> int:
-    import os
-
-    try:
-        return os.path.getsize(os.path.join(folder, "model.pt"))
-    except OSError:
-        return 0

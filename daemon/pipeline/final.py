@@ -24,14 +24,13 @@ from .align import SpeechEdges
 from .base import JobState, StageContext
 from .finals import Finals
 from .guards import SegmentGuard, compression_ratio, is_phantom_phrase
-from .textalign import carry_times
+from .textalign import CJK, CJK_CHAR, carry_times
 from .transcribe import WhisperModel, style_limits, transcribe
 
 POLICIES = {"dual": "always", "patch": "doubtful", "sensevoice": "never"}
 PROMPT_TAIL_CHARS = 200  # of the previous final text
 MAX_KEYWORDS = 8
 MAX_DRAFT_COMPRESSION = 2.4
-_CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
 
 def group_spans(spans: Sequence[SpeechSpan], max_samples: int) -> list[list[SpeechSpan]]:
@@ -58,7 +57,7 @@ def draft_words(draft: Draft) -> tuple[Word, ...]:
     knows); CJK text becomes one word per character, as Whisper writes it."""
     pieces: list[str] = []
     for chunk in draft.text.split():
-        if _CJK_CHAR.search(chunk):
+        if CJK_CHAR.search(chunk):
             pieces += _cjk_pieces(chunk)
         else:
             pieces.append(f" {chunk}")
@@ -71,9 +70,8 @@ def _cjk_pieces(chunk: str) -> list[str]:
     """CJK characters one by one and runs of other letters whole, each with the punctuation
     that follows it (as Whisper writes mixed text: no spaces)."""
     out: list[str] = []
-    for piece in re.findall(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W_]+|\W",
-                            chunk):
-        if out and not piece[0].isalnum() and not _CJK_CHAR.match(piece):
+    for piece in re.findall(rf"[{CJK}]|(?:(?![{CJK}])[^\W_])+|\W", chunk):
+        if out and not piece[0].isalnum() and not CJK_CHAR.match(piece):
             out[-1] += piece
         else:
             out.append(piece)
@@ -85,7 +83,7 @@ def keywords(drafts: Sequence[Draft]) -> list[str]:
     seen: list[str] = []
     for draft in drafts:
         for word in re.findall(r"[^\W\d_][\w'-]{3,}", draft.text):
-            if word.lower() not in {w.lower() for w in seen} and not _CJK_CHAR.search(word):
+            if word.lower() not in {w.lower() for w in seen} and not CJK_CHAR.search(word):
                 seen.append(word)
     return seen[:MAX_KEYWORDS]
 

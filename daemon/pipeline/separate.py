@@ -54,12 +54,17 @@ def regions(spans: Sequence[SpeechSpan], verdicts: Sequence[SpanVerdict], sample
     return out
 
 
-def bgm_tags(spans: Sequence[SpeechSpan], drafts: Sequence[Draft],
-             sample_rate: int) -> list[bool]:
-    """Per span: did a draft engine tag background music in it?"""
-    tagged = [(d.start, d.end) for d in drafts if "BGM" in d.events]
-    return [any(a < s.end / sample_rate and s.start / sample_rate < b for a, b in tagged)
-            for s in spans]
+def bgm_tags(spans: Sequence[SpeechSpan], drafts: Sequence[Draft], sample_rate: int,
+             focus: tuple[int, int] | None = None) -> list[bool]:
+    """Per span: did a draft engine tag background music in it? Only the spans in `focus` are
+    looked at (a conveyor's group: on a film, checking every span per group is quadratic)."""
+    first, last = focus or (0, len(spans))
+    if first >= last:
+        return [False] * len(spans)
+    lo, hi = spans[first].start / sample_rate, spans[last - 1].end / sample_rate
+    tagged = [(d.start, d.end) for d in drafts if "BGM" in d.events and d.start < hi and lo < d.end]
+    return [first <= i < last and any(a < s.end / sample_rate and s.start / sample_rate < b
+                                      for a, b in tagged) for i, s in enumerate(spans)]
 
 
 class SeparationStage:
@@ -103,7 +108,7 @@ class SeparationStage:
             sr = audio.sample_rate
             return tuple(SpanVerdict(s.start / sr, s.end / sr, True, 1.0,
                                      "separation.mode = always") for s in state.active_spans)
-        bgm = bgm_tags(state.spans, state.drafts, audio.sample_rate)
+        bgm = bgm_tags(state.spans, state.drafts, audio.sample_rate, state.focus)
         return judge(audio.samples, audio.sample_rate, state.spans, bgm, focus=state.focus)
 
     def _separate(self, state: JobState, ctx: StageContext, model: Any, audio: Audio,

@@ -20,9 +20,10 @@ from ..domain import Word
 
 MATCH, MISMATCH, GAP = 2, -1, -1
 # A token is one CJK character, or a run of letters/digits/apostrophes of any other script.
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-_WORD = rf"(?:(?![{_CJK}])[^\W_])+"
-_TOKEN = re.compile(rf"[{_CJK}]|{_WORD}(?:'{_WORD})*")
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"  # a class body
+CJK_CHAR = re.compile(f"[{CJK}]")
+_WORD = rf"(?:(?![{CJK}])[^\W_])+"
+_TOKEN = re.compile(rf"[{CJK}]|{_WORD}(?:'{_WORD})*")
 
 
 def tokens(text: str) -> list[str]:
