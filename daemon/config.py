@@ -130,6 +130,10 @@ class VadConfig:
     min_silence_ms: int = field(default=500, metadata=_check(_non_negative))
     speech_pad_ms: int = field(default=300, metadata=_check(_non_negative))
     max_chunk_seconds: float = field(default=30.0, metadata=_check(_positive))
+    # Extension: the cut for what Whisper hears (wide: context helps recognition, most of all
+    # under noise), apart from the fine cut above that times the cues. Same VAD pass.
+    whisper_min_silence_ms: int = field(default=2000, metadata=_check(_non_negative))
+    whisper_pad_ms: int = field(default=400, metadata=_check(_non_negative))
 
 
 PIPELINE_MODES = ("whisper", "dual", "patch", "sensevoice")

@@ -94,6 +94,17 @@ class Cue:
 
 
 @dataclass(frozen=True)
+class Dropped:
+    """A Whisper segment a guard kept out of the subtitles, and why: kept for the record, so a
+    missing line can be explained, and counted by the quality bench."""
+
+    text: str
+    start: float
+    end: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class Transcript:
     """What the pipeline hands to the writer."""
 
@@ -101,6 +112,7 @@ class Transcript:
     duration: float
     segments: tuple[Segment, ...]
     cues: tuple[Cue, ...]
+    dropped: tuple[Dropped, ...] = ()
 
     @property
     def no_speech(self) -> bool:

@@ -60,6 +60,13 @@ def build_speech(sentences: list[str], gap: float = 1.2, lead: float = 0.8,
     return Speech(np.concatenate(parts), SR, tuple(sentences), tuple(onsets), tuple(ends))
 
 
+def to_16k(samples: np.ndarray, rate: int = SR) -> np.ndarray:
+    """`samples` at 16 kHz (linear interpolation: enough for tests of the VAD and the gate)."""
+    n = int(len(samples) * 16000 / rate)
+    return np.interp(np.arange(n) / 16000, np.arange(len(samples)) / rate,
+                     samples).astype(np.float32)
+
+
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SR) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)

@@ -18,22 +18,9 @@ from daemon.domain import SAMPLE_RATE, Audio, SpanVerdict, SpeechSpan
 from daemon.pipeline.gate import GateOptions, judge
 from daemon.pipeline.vad import detect_speech
 from testkit.corpus import music
-from testkit.media import SR, build_speech
+from testkit.media import build_speech, to_16k
+from testkit.noise import pink
 from testkit.speech import SENTENCES
-
-
-def to_16k(samples: np.ndarray) -> np.ndarray:
-    n = int(len(samples) * SAMPLE_RATE / SR)
-    return np.interp(np.arange(n) / SAMPLE_RATE, np.arange(len(samples)) / SR,
-                     samples).astype(np.float32)
-
-
-def pink_noise(n: int, seed: int = 1) -> np.ndarray:
-    """White noise shaped to 1/f power in the frequency domain."""
-    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
-    freqs[0] = freqs[1]
-    return np.fft.irfft(spectrum / np.sqrt(freqs), n).astype(np.float32)
 
 
 def rms(x: np.ndarray) -> float:
@@ -72,7 +59,7 @@ def scene() -> Scene:
     spoken = build_speech(SENTENCES[:2], gap=1.0)
     speech = to_16k(spoken.samples)
     return Scene(speech, spoken.onsets, spoken.ends,
-                 to_16k(music(spoken.duration + 0.1))[:len(speech)], pink_noise(len(speech)))
+                 to_16k(music(spoken.duration + 0.1))[:len(speech)], pink(len(speech), seed=1))
 
 
 def vad_spans(samples: np.ndarray) -> list[SpeechSpan]:

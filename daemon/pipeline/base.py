@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import Config, WhisperConfig
-from ..domain import Audio, Cue, Draft, Segment, SpanVerdict, SpeechSpan, Transcript
+from ..domain import Audio, Cue, Draft, Dropped, Segment, SpanVerdict, SpeechSpan, Transcript
 from ..errors import Cancelled
 from ..models import ModelCache, ModelSpec
 
@@ -68,12 +68,14 @@ class JobState:
 
     path: Path
     audio: Audio | None = None
-    spans: tuple[SpeechSpan, ...] = ()  # speech, in samples of `audio`
+    spans: tuple[SpeechSpan, ...] = ()  # speech, cut fine (cue timing), in samples of `audio`
+    windows: tuple[SpeechSpan, ...] = ()  # the same speech cut wide: what Whisper hears
     music: tuple[SpanVerdict, ...] = ()  # the gate's verdicts, where a gate ran
     vocals: Audio | None = None  # the audio Whisper hears, where separation replaced the mix
     drafts: tuple[Draft, ...] = ()  # from a draft engine; empty when Whisper drafts for itself
     segments: tuple[Segment, ...] = ()
     cues: tuple[Cue, ...] = ()
+    dropped: tuple[Dropped, ...] = ()  # segments the guards kept out, and why
     language: str | None = None
     focus: tuple[int, int] | None = None  # spans[a:b] this pass is about (a conveyor's group)
 
@@ -86,6 +88,11 @@ class JobState:
         return self.spans if self.focus is None else self.spans[self.focus[0]:self.focus[1]]
 
     @property
+    def hearing(self) -> tuple[SpeechSpan, ...]:
+        """What Whisper should hear: the wide windows, or the spans where none were cut."""
+        return self.windows or self.spans
+
+    @property
     def heard(self) -> Audio:
         """The audio recognisers listen to: the separated vocals when there are any."""
         audio = self.vocals or self.audio
@@ -96,7 +103,7 @@ class JobState:
     def transcript(self, config: WhisperConfig) -> Transcript:
         language = self.language or expected_language(config) or "und"
         duration = self.audio.duration if self.audio is not None else 0.0
-        return Transcript(language, duration, self.segments, self.cues)
+        return Transcript(language, duration, self.segments, self.cues, self.dropped)
 
 
 def expected_language(cfg: WhisperConfig) -> str | None:

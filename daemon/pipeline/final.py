@@ -12,6 +12,7 @@ engines agreed.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import re
 from collections.abc import Sequence
@@ -46,6 +47,21 @@ def group_spans(spans: Sequence[SpeechSpan], max_samples: int) -> list[list[Spee
             groups.append([span])
             size = length
     return groups
+
+
+def heard_for(group: Sequence[SpeechSpan], spans: Sequence[SpeechSpan],
+              windows: Sequence[SpeechSpan], total: int) -> list[SpeechSpan]:
+    """What Whisper hears for a group of fine spans: the wide windows over it, cut halfway
+    into the pauses to the neighbouring groups (no audio is heard twice); the group itself
+    where no windows were cut."""
+    if not windows:
+        return list(group)
+    first = bisect.bisect_left([s.start for s in spans], group[0].start)
+    last = first + len(group) - 1
+    lo = (spans[first - 1].end + group[0].start) // 2 if first > 0 else 0
+    hi = (group[-1].end + spans[last + 1].start) // 2 if last + 1 < len(spans) else total
+    return [SpeechSpan(max(w.start, lo), min(w.end, hi)) for w in windows
+            if w.end > lo and w.start < hi]
 
 
 def drafts_within(drafts: Sequence[Draft], start: float, end: float) -> list[Draft]:
@@ -175,7 +191,9 @@ class GroupRun:
         if self._model is None:
             self._model = ctx.model(self._stage.spec)
         with ctx.inference(self._stage.spec):
-            result = transcribe(self._model, self._audio, spans, ctx.config.whisper, ctx.cancel,
+            heard = heard_for(spans, self._state.spans, self._state.windows,
+                              len(self._audio.samples))
+            result = transcribe(self._model, self._audio, heard, ctx.config.whisper, ctx.cancel,
                                 prompt=self._prompt(drafts))
         speech = sum(s.end - s.start for s in spans) / self._audio.sample_rate
         self._languages[result.language] = self._languages.get(result.language, 0.0) + speech
@@ -220,7 +238,8 @@ class GroupRun:
         language = (max(self._languages, key=lambda k: self._languages[k])
                     if self._languages else state.language)
         return state.grow(segments=tuple(self._segments), cues=tuple(self._finals.cues),
-                          language=language, drafts=self._drafts)
+                          language=language, drafts=self._drafts,
+                          dropped=tuple(self._guard.dropped))
 
 
 def _draft_segment(draft: Draft) -> Segment:

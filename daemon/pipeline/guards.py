@@ -16,9 +16,9 @@ import difflib
 import re
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..domain import Segment
+from ..domain import Dropped, Segment
 
 NO_SPEECH_PROB = 0.6
 LOW_LOGPROB = -1.0
@@ -58,8 +58,15 @@ class SegmentGuard:
 
     speech: Sequence[tuple[float, float]]
     _previous: str = ""
+    dropped: list[Dropped] = field(default_factory=list)  # every segment dropped, and why
 
     def reason_to_drop(self, seg: Segment) -> str | None:
+        reason = self._reason(seg)
+        if reason is not None:
+            self.dropped.append(Dropped(seg.text, seg.start, seg.end, reason))
+        return reason
+
+    def _reason(self, seg: Segment) -> str | None:
         if seg.no_speech_prob > NO_SPEECH_PROB and seg.avg_logprob < LOW_LOGPROB:
             return "whisper doubts there is speech"
         if compression_ratio(seg.text) > MAX_COMPRESSION_RATIO:

@@ -1,9 +1,10 @@
-"""The final transcription: faster-whisper over the VAD's speech, with word timestamps.
+"""The final transcription: faster-whisper over the VAD's speech windows, with word timestamps.
 
-Speech spans are concatenated and transcribed in one call, then times are mapped back to the
-source, exactly as faster-whisper does with `vad_filter=True`, so the cost matches bare use.
-The segment generator is lazy: it is consumed here, in the worker thread, never on the event loop,
-and a cancel request is honoured between segments.
+The windows (cut wide: Whisper needs context) are concatenated and transcribed in one call,
+then times are mapped back to the source, exactly as faster-whisper does with
+`vad_filter=True`, so the cost matches bare use. The segment generator is lazy: it is consumed
+here, in the worker thread, never on the event loop, and a cancel request is honoured between
+segments.
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ class WhisperModel:
 
 
 class WhisperStage:
-    """The final stream in `whisper` mode: one Whisper call over all the speech, with word
-    timestamps, exactly as bare faster-whisper with its VAD would; its segments are the drafts."""
+    """The final stream in `whisper` mode: one Whisper call over the wide speech windows, with
+    word timestamps, as bare faster-whisper with its VAD would; its segments are the drafts.
+    Cue edges and the guards go by the fine spans."""
 
     name = "transcribe"
     weight = 82.0
@@ -105,12 +107,13 @@ class WhisperStage:
                 ctx.report.progress(seg.end / audio.duration if audio.duration else 1.0)
 
         model = ctx.model(self.spec)
+        guard = SegmentGuard(edges.speech)
         with ctx.inference(self.spec):
-            result = transcribe(model, audio, state.spans, ctx.config.whisper, ctx.cancel,
-                                on_segment, SegmentGuard(edges.speech))
+            result = transcribe(model, audio, state.hearing, ctx.config.whisper, ctx.cancel,
+                                on_segment, guard)
         finals.flush()
         return state.grow(segments=tuple(result.segments), cues=tuple(finals.cues),
-                          language=result.language)
+                          language=result.language, dropped=tuple(guard.dropped))
 
 
 def transcribe(model: Any, audio: Audio, spans: Sequence[SpeechSpan], cfg: WhisperConfig,

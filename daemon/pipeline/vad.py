@@ -1,37 +1,70 @@
-"""Speech detection with the Silero VAD that faster-whisper ships (ONNX, no torch).
+"""Speech detection with the Silero VAD that faster-whisper ships (ONNX, no torch), used twice.
 
 Running it as a stage of our own (rather than `vad_filter=True` inside `transcribe`) lets the
-daemon report it, answer "no speech" without touching Whisper, and, later, gate separation on it.
-The chunking is the same as faster-whisper's, so the transcription cost is the same as bare use.
+daemon report it, answer "no speech" without touching Whisper, and gate separation on it.
+
+One pass of the model gives a speech probability per 32 ms window; two rules turn those
+probabilities into two sets of spans, because recognition and timing want different cuts:
+- **windows**, what Whisper hears: wide (the library's own defaults, 2 s of silence before a
+  cut, 0.4 s of padding). Whisper needs context; cut tight, noisy speech loses words.
+- **spans**, where the voice really is: fine (`[vad] min_silence_ms`, `speech_pad_ms`), for cue
+  timing, for heard pauses that break cues, and for the guards' "is anyone speaking here".
+The rule that turns probabilities into spans is faster-whisper's (`get_speech_timestamps`),
+re-stated here over precomputed probabilities so the model runs once; a test holds the two
+equal.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from dataclasses import dataclass
+
+import numpy as np
 
 from ..config import VadConfig
 from ..domain import Audio, SpeechSpan
 from ..models import ModelSpec
 from .base import JobState, StageContext
 
-
-def vad_options(cfg: VadConfig) -> Any:
-    from faster_whisper.vad import VadOptions
-
-    return VadOptions(
-        threshold=cfg.threshold,
-        min_silence_duration_ms=cfg.min_silence_ms,
-        speech_pad_ms=cfg.speech_pad_ms,
-        max_speech_duration_s=cfg.max_chunk_seconds,
-    )
-
-
+WINDOW = 512  # samples per Silero window at 16 kHz
+MAX_SPEECH_SPLIT_MS = 98  # a silence this long may end a span that is over the length limit
 VAD_KEY = ("vad", "silero", "cpu", "float32")
 
 
+@dataclass(frozen=True)
+class SpanRule:
+    """How probabilities become spans (faster-whisper's `VadOptions`, the fields we use)."""
+
+    threshold: float
+    min_silence_ms: int
+    pad_ms: int
+    max_seconds: float
+
+    @classmethod
+    def fine(cls, cfg: VadConfig) -> SpanRule:
+        return cls(cfg.threshold, cfg.min_silence_ms, cfg.speech_pad_ms, cfg.max_chunk_seconds)
+
+    @classmethod
+    def hearing(cls, cfg: VadConfig) -> SpanRule:
+        return cls(cfg.threshold, cfg.whisper_min_silence_ms, cfg.whisper_pad_ms,
+                   cfg.max_chunk_seconds)
+
+    def options(self) -> object:
+        """The same rule as faster-whisper's `VadOptions` (for bare runs in benches)."""
+        from faster_whisper.vad import VadOptions
+
+        return VadOptions(threshold=self.threshold, min_silence_duration_ms=self.min_silence_ms,
+                          speech_pad_ms=self.pad_ms, max_speech_duration_s=self.max_seconds)
+
+
+def vad_options(cfg: VadConfig) -> object:
+    """faster-whisper's options for the fine rule (what bare use with our settings means)."""
+    return SpanRule.fine(cfg).options()
+
+
 class VadStage:
-    """Silero speech spans over the decoded audio (the separated vocals, where there are any)."""
+    """Silero over the decoded audio (the separated vocals, where there are any): the fine
+    spans and the wide windows, from one pass."""
 
     name = "vad"
     weight = 5.0
@@ -47,9 +80,13 @@ class VadStage:
         ctx.report.progress(0.0, f"finding speech in {audio.duration:.1f} s of audio")
         ctx.model(self._spec)
         with ctx.inference(self._spec):
-            spans = detect_speech(audio, ctx.config.vad)
+            probs = speech_probabilities(audio.samples)
+        cfg = ctx.config.vad
+        spans = spans_from(probs, SpanRule.fine(cfg), len(audio.samples), audio.sample_rate)
+        windows = spans_from(probs, SpanRule.hearing(cfg), len(audio.samples),
+                             audio.sample_rate) if spans else []
         ctx.report.progress(1.0, f"{len(spans)} speech spans")
-        return state.grow(spans=tuple(spans))
+        return state.grow(spans=tuple(spans), windows=tuple(windows))
 
 
 def load_vad() -> object:
@@ -75,12 +112,107 @@ def vad_bytes() -> int:
         return 0
 
 
+def speech_probabilities(samples: np.ndarray) -> np.ndarray:
+    """Silero's speech probability for each 512-sample window (the last one zero-padded)."""
+    from faster_whisper.vad import get_vad_model
+
+    if len(samples) == 0:
+        return np.zeros(0, np.float32)
+    padded = np.pad(samples, (0, WINDOW - len(samples) % WINDOW))
+    return np.asarray(get_vad_model()(padded), np.float32).reshape(-1)
+
+
 def detect_speech(audio: Audio, cfg: VadConfig) -> list[SpeechSpan]:
-    """Speech spans in source samples, padded as configured; empty for silence or music."""
-    from faster_whisper.vad import get_speech_timestamps
+    """The fine speech spans of `audio`; empty for silence or music."""
+    probs = speech_probabilities(audio.samples)
+    return spans_from(probs, SpanRule.fine(cfg), len(audio.samples), audio.sample_rate)
 
-    if len(audio.samples) == 0:
-        return []
-    spans = get_speech_timestamps(audio.samples, vad_options(cfg), audio.sample_rate)
-    return [SpeechSpan(int(s["start"]), int(s["end"])) for s in spans]
 
+def spans_from(probs: np.ndarray, rule: SpanRule, length: int,
+               sample_rate: int = 16000) -> list[SpeechSpan]:
+    """Padded speech spans, in samples, from per-window probabilities under `rule`."""
+    raw = _Hysteresis(rule, sample_rate).run(probs, length)
+    return _padded(raw, int(sample_rate * rule.pad_ms / 1000), length)
+
+
+class _Hysteresis:
+    """Speech starts above the threshold and ends after `min_silence_ms` below a lower one; a
+    span over the length limit is cut at its last short silence, else hard."""
+
+    def __init__(self, rule: SpanRule, sample_rate: int) -> None:
+        self.on = rule.threshold
+        self.off = max(rule.threshold - 0.15, 0.01)
+        pad = sample_rate * rule.pad_ms / 1000
+        self.max_len = sample_rate * rule.max_seconds - WINDOW - 2 * pad
+        self.min_silence = sample_rate * rule.min_silence_ms / 1000
+        self.split_silence = sample_rate * MAX_SPEECH_SPLIT_MS / 1000
+        self.spans: list[list[int]] = []
+        self.start: int | None = None
+        self.silence_at = 0  # where the current silence began (0: none)
+        self.prev_end = 0  # the last silence long enough to split at
+        self.next_start = 0  # where speech resumed after it
+
+    def run(self, probs: np.ndarray, length: int) -> list[list[int]]:
+        for i, p in enumerate(probs.tolist()):
+            self._step(WINDOW * i, p)
+        if self.start is not None and length - self.start > 0:
+            self.spans.append([self.start, length])
+        return self.spans
+
+    def _step(self, at: int, p: float) -> None:
+        if p >= self.on and self.silence_at:
+            self.silence_at = 0
+            if self.next_start < self.prev_end:
+                self.next_start = at
+        if self.start is None:
+            if p >= self.on:
+                self.start = at
+            return
+        if at - self.start > self.max_len and self._split(at):
+            return
+        if p < self.off:
+            self._silence(at)
+
+    def _split(self, at: int) -> bool:
+        """Cut an over-long span; True when nothing more is to be done for this window."""
+        assert self.start is not None
+        if self.prev_end:
+            self.spans.append([self.start, self.prev_end])
+            self.start = None if self.next_start < self.prev_end else self.next_start
+            self.prev_end = self.next_start = self.silence_at = 0
+            return False
+        self.spans.append([self.start, at])
+        self.start = None
+        self.prev_end = self.next_start = self.silence_at = 0
+        return True
+
+    def _silence(self, at: int) -> None:
+        if self.start is None:
+            return
+        if not self.silence_at:
+            self.silence_at = at
+        if at - self.silence_at > self.split_silence:
+            self.prev_end = self.silence_at
+        if at - self.silence_at >= self.min_silence:
+            if self.silence_at - self.start > 0:
+                self.spans.append([self.start, self.silence_at])
+            self.start = None
+            self.prev_end = self.next_start = self.silence_at = 0
+
+
+def _padded(raw: list[list[int]], pad: int, length: int) -> list[SpeechSpan]:
+    """Pad each span; where two are closer than twice the padding, meet in the middle."""
+    for i, span in enumerate(raw):
+        if i == 0:
+            span[0] = max(0, span[0] - pad)
+        if i + 1 < len(raw):
+            gap = raw[i + 1][0] - span[1]
+            if gap < 2 * pad:
+                span[1] += gap // 2
+                raw[i + 1][0] = max(0, raw[i + 1][0] - gap // 2)
+            else:
+                span[1] = min(length, span[1] + pad)
+                raw[i + 1][0] = max(0, raw[i + 1][0] - pad)
+        else:
+            span[1] = min(length, span[1] + pad)
+    return [SpeechSpan(int(a), int(b)) for a, b in raw]
