@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from daemon.models import ModelCache, load_whisper, whisper_spec  # noqa: E402
 from daemon.pipeline import Pipeline  # noqa: E402
-from daemon.pipeline.vad import vad_options  # noqa: E402
+from daemon.pipeline.vad import SpanRule  # noqa: E402
 from daemon.service import Service  # noqa: E402
 from testkit.daemon import make_config  # noqa: E402
 from testkit.media import build_speech, write_wav  # noqa: E402
@@ -47,7 +47,7 @@ def bare(model, path: Path, config) -> float:
     segments, _ = model.transcribe(
         str(path), beam_size=config.whisper.beam_size, word_timestamps=True,
         condition_on_previous_text=False, vad_filter=True,
-        vad_parameters=vad_options(config.vad))
+        vad_parameters=SpanRule.hearing(config.vad).options())
     list(segments)
     return time.perf_counter() - started
 

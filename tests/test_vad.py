@@ -18,7 +18,7 @@ from daemon.domain import Audio, SpeechSpan
 from daemon.models import ModelCache
 from daemon.pipeline.base import JobState, NullReporter, StageContext, StageReport
 from daemon.pipeline.final import heard_for
-from daemon.pipeline.vad import SpanRule, VadStage, speech_probabilities, spans_from
+from daemon.pipeline.vad import SpanRule, VadStage, spans_from, speech_probabilities
 from testkit.corpus import corpus
 from testkit.daemon import make_config
 from testkit.media import to_16k

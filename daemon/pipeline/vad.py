@@ -57,11 +57,6 @@ class SpanRule:
                           speech_pad_ms=self.pad_ms, max_speech_duration_s=self.max_seconds)
 
 
-def vad_options(cfg: VadConfig) -> object:
-    """faster-whisper's options for the fine rule (what bare use with our settings means)."""
-    return SpanRule.fine(cfg).options()
-
-
 class VadStage:
     """Silero over the decoded audio (the separated vocals, where there are any): the fine
     spans and the wide windows, from one pass."""
