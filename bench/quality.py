@@ -114,7 +114,7 @@ def run_corpus(items: list[Item], folder: Path, engines: dict[str, Run],
 def print_table(title: str, items: list[Item], results: dict[str, dict]) -> None:
     print(f"\n### {title}: {len(items)} files, {sum(i.speech.duration for i in items):.0f} s, "
           f"{sum(len(i.sentence_onsets) for i in items)} sentence onsets\n")
-    print("| | " + " | ".join(ENGINES) + " |\n|---" * (len(ENGINES) + 1) + "|")
+    print("| | " + " | ".join(ENGINES) + " |\n" + "|---" * (len(ENGINES) + 1) + "|")
     for key, label in (("wer", "word error rate"), ("onset_median_s", "onset error, median (s)"),
                        ("onset_worst_s", "onset error, worst (s)"),
                        ("style_ok_percent", "subtitles inside the style limits (%)"),

@@ -71,6 +71,25 @@ def test_edges_snap_to_pauses_only() -> None:
     assert not edges.pause_between(Word(" in", 6.4, 6.6), Word(" the", 6.6, 6.8))
 
 
+def test_edges_from_the_voice_keep_a_short_pause() -> None:
+    """A 0.58 s pause (kept by the VAD's 0.5 s rule) between two sentences: padded by 0.3 s
+    each side the spans would meet in the middle and the pause's edges be lost; the voice
+    before padding keeps both. A last word Whisper stretched over the pause ends at the
+    voice's offset inside it."""
+    sr = 16000
+    voice = [SpeechSpan(int(3.74 * sr), int(5.66 * sr)), SpeechSpan(int(6.24 * sr),
+                                                                     int(7.87 * sr))]
+    edges = SpeechEdges.from_voice(voice, sr, int(10 * sr))
+    assert edges.onsets == pytest.approx((3.74, 6.24)) and \
+        edges.offsets == pytest.approx((5.66, 7.87))
+    padded = [SpeechSpan(s.start - int(0.3 * sr), s.end + int(0.3 * sr)) for s in voice]
+    assert SpeechEdges.from_spans(padded, sr, 0.3, int(10 * sr)).onsets == \
+        pytest.approx((3.74,))
+    stretched = [Word(" fresh", 5.18, 5.42), Word(" eggs,", 5.42, 6.26)]
+    assert edges.edges(stretched)[1] == pytest.approx(5.66 + TAIL_SECONDS)
+    assert edges.pause_between(stretched[-1], Word(" and", 6.44, 6.48))
+
+
 def test_quality_figures_end_to_end(pipeline: Pipeline, tmp_path: Path) -> None:
     """The issue's acceptance figures on a small corpus (every kind of input in it)."""
     model = pipeline.model("whisper")

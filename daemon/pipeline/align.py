@@ -2,11 +2,11 @@
 
 Whisper's word times (tiny.en on synthetic speech: first words 0.2–0.5 s early or late, often
 stretched over the pause before them) are good enough to know which words form a cue, not to
-time it. Silero's speech spans are accurate to a
-VAD window (32 ms) wherever there is a real pause, so a cue's start moves to the nearest speech
-onset within reach of its first word, and its end to the nearest speech offset (plus a small
-tail) within reach of its last word. Inside continuous speech there is no edge to snap to, and
-the word times stand.
+time it. Silero's speech spans are accurate to a VAD window (32 ms) wherever there is a real
+pause, so a cue's start moves to the nearest speech onset within reach of its first word (or
+inside it), and its end to the nearest speech offset (plus a small tail) within reach of its
+last word (or inside it). Inside continuous speech there is no edge to snap to, and the word
+times stand.
 """
 
 from __future__ import annotations
@@ -55,12 +55,37 @@ class SpeechEdges:
                 offsets.append(end)
         return cls(tuple(sorted(onsets)), tuple(sorted(offsets)), tuple(speech))
 
+    @classmethod
+    def from_voice(cls, voice: Sequence[SpeechSpan], sample_rate: int,
+                   total_samples: int) -> SpeechEdges:
+        """Edges from where the voice is (the VAD's spans before padding): each start after a
+        silence is an onset and each end before one an offset, however short the pause the
+        VAD kept; a span cut for length (no silence between) and the file's ends say nothing."""
+        onsets, offsets, speech = [], [], []
+        for i, span in enumerate(voice):
+            start, end = span.start / sample_rate, span.end / sample_rate
+            speech.append((start, end))
+            if span.start > 0 and (i == 0 or voice[i - 1].end < span.start):
+                onsets.append(start)
+            if span.end < total_samples and (i + 1 == len(voice) or
+                                             voice[i + 1].start > span.end):
+                offsets.append(end)
+        return cls(tuple(onsets), tuple(offsets), tuple(speech))
+
+    @classmethod
+    def of(cls, voice: Sequence[SpeechSpan], spans: Sequence[SpeechSpan], sample_rate: int,
+           pad_seconds: float, total_samples: int) -> SpeechEdges:
+        """From the voice where the VAD gave it, else from padded spans (set by hand)."""
+        if voice:
+            return cls.from_voice(voice, sample_rate, total_samples)
+        return cls.from_spans(spans, sample_rate, pad_seconds, total_samples)
+
     def edges(self, words: Sequence[Word]) -> tuple[float, float]:
         """(start, end) for a cue made of `words`."""
         first, last = words[0], words[-1]
         onset = self._onset_of(first)
         start = onset if onset is not None else first.start
-        offset = _nearest(self.offsets, last.end, lower=last.start)
+        offset = self._offset_of(last)
         end = offset + TAIL_SECONDS if offset is not None else last.end
         return start, max(end, start)
 
@@ -80,6 +105,17 @@ class SpeechEdges:
         i = bisect.bisect_left(self.onsets, word.start)
         inside = self.onsets[i] if i < len(self.onsets) else None
         return inside if inside is not None and inside < word.end else None
+
+
+    def _offset_of(self, word: Word) -> float | None:
+        """The speech offset that ends `word`: near its end, or inside it (Whisper also
+        stretches a last word over the pause after it)."""
+        near = _nearest(self.offsets, word.end, lower=word.start)
+        if near is not None:
+            return near
+        i = bisect.bisect_left(self.offsets, word.end)
+        inside = self.offsets[i - 1] if i > 0 else None
+        return inside if inside is not None and inside > word.start else None
 
 
 def _nearest(points: tuple[float, ...], t: float, lower: float | None = None,

@@ -69,6 +69,7 @@ class JobState:
     path: Path
     audio: Audio | None = None
     spans: tuple[SpeechSpan, ...] = ()  # speech, cut fine (cue timing), in samples of `audio`
+    voice: tuple[SpeechSpan, ...] = ()  # the fine cut before padding: where the voice is
     windows: tuple[SpeechSpan, ...] = ()  # the same speech cut wide: what Whisper hears
     music: tuple[SpanVerdict, ...] = ()  # the gate's verdicts, where a gate ran
     vocals: Audio | None = None  # the audio Whisper hears, where separation replaced the mix

@@ -164,8 +164,8 @@ class GroupRun:
         self._stage, self._state, self._ctx = stage, state, ctx
         self._audio: Audio = state.heard
         pad = ctx.config.vad.speech_pad_ms / 1000
-        self._edges = SpeechEdges.from_spans(state.spans, self._audio.sample_rate, pad,
-                                             len(self._audio.samples))
+        self._edges = SpeechEdges.of(state.voice, state.spans, self._audio.sample_rate, pad,
+                                     len(self._audio.samples))
         self._guard = SegmentGuard(self._edges.speech)
         self._finals = Finals(style_limits(ctx.config), self._audio.duration, self._edges,
                               ctx.report, state.drafts)

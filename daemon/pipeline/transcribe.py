@@ -96,7 +96,8 @@ class WhisperStage:
             return state
         audio = state.heard
         pad = ctx.config.vad.speech_pad_ms / 1000
-        edges = SpeechEdges.from_spans(state.spans, audio.sample_rate, pad, len(audio.samples))
+        edges = SpeechEdges.of(state.voice, state.spans, audio.sample_rate, pad,
+                               len(audio.samples))
         finals = Finals(style_limits(ctx.config), audio.duration, edges, ctx.report,
                         state.drafts)
 

@@ -7,8 +7,9 @@ One pass of the model gives a speech probability per 32 ms window; two rules tur
 probabilities into two sets of spans, because recognition and timing want different cuts:
 - **windows**, what Whisper hears: wide (the library's own defaults, 2 s of silence before a
   cut, 0.4 s of padding). Whisper needs context; cut tight, noisy speech loses words.
-- **spans**, where the voice really is: fine (`[vad] min_silence_ms`, `speech_pad_ms`), for cue
-  timing, for heard pauses that break cues, and for the guards' "is anyone speaking here".
+- **spans**, cut fine (`[vad] min_silence_ms`, `speech_pad_ms`): what the draft engine and the
+  separation work on; and the same cut before padding, the **voice**: exact speech edges for
+  cue timing, heard pauses that break cues, and the guards' "is anyone speaking here".
 The rule that turns probabilities into spans is faster-whisper's (`get_speech_timestamps`),
 re-stated here over precomputed probabilities so the model runs once; a test holds the two
 equal.
@@ -77,11 +78,13 @@ class VadStage:
         with ctx.inference(self._spec):
             probs = speech_probabilities(audio.samples)
         cfg = ctx.config.vad
-        spans = spans_from(probs, SpanRule.fine(cfg), len(audio.samples), audio.sample_rate)
-        windows = spans_from(probs, SpanRule.hearing(cfg), len(audio.samples),
-                             audio.sample_rate) if spans else []
+        n, sr = len(audio.samples), audio.sample_rate
+        fine = SpanRule.fine(cfg)
+        spans = spans_from(probs, fine, n, sr)
+        voice = voice_from(probs, fine, n, sr)
+        windows = spans_from(probs, SpanRule.hearing(cfg), n, sr) if spans else []
         ctx.report.progress(1.0, f"{len(spans)} speech spans")
-        return state.grow(spans=tuple(spans), windows=tuple(windows))
+        return state.grow(spans=tuple(spans), voice=tuple(voice), windows=tuple(windows))
 
 
 def load_vad() -> object:
@@ -128,6 +131,14 @@ def spans_from(probs: np.ndarray, rule: SpanRule, length: int,
     """Padded speech spans, in samples, from per-window probabilities under `rule`."""
     raw = _Hysteresis(rule, sample_rate).run(probs, length)
     return _padded(raw, int(sample_rate * rule.pad_ms / 1000), length)
+
+
+def voice_from(probs: np.ndarray, rule: SpanRule, length: int,
+               sample_rate: int = 16000) -> list[SpeechSpan]:
+    """Where the voice is under `rule`, before any padding: exact to a window at every pause
+    the rule keeps (padding makes spans closer than twice the pad meet in the middle, which
+    would hide a short pause's edges)."""
+    return [SpeechSpan(a, b) for a, b in _Hysteresis(rule, sample_rate).run(probs, length)]
 
 
 class _Hysteresis:
