@@ -15,8 +15,12 @@ PREFIX     ?= /opt/subwatch
 SYSCONFDIR ?= /etc
 UNITDIR    ?= /etc/systemd/system
 DATADIR    ?= /srv/subwatch
+# The journal's folder: the unit's StateDirectory= (move it only to stage or to test).
+STATEDIR   ?= /var/lib/subwatch
+# The account the unit runs as (User=, Group=), created when missing (not when staging).
+SERVICE_USER ?= subwatch
 
-.PHONY: run test lint test-soak bench clean apt-test-deps install-service
+.PHONY: run test lint test-soak bench clean apt-test-deps install-service install-service-files
 
 $(VENV)/bin/activate:
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "installing python3-venv"; \
@@ -58,7 +62,7 @@ bench: $(VENV)/.test-installed apt-test-deps
 	$(PY) bench/overhead.py
 
 install-service:
-	install -d $(DESTDIR)$(PREFIX) $(DESTDIR)$(SYSCONFDIR)/subwatch $(DESTDIR)$(UNITDIR)
+	install -d $(DESTDIR)$(PREFIX)
 	$(PYTHON) -m venv $(DESTDIR)$(PREFIX)/.venv
 	$(DESTDIR)$(PREFIX)/.venv/bin/python -m pip install --quiet --upgrade pip
 	$(DESTDIR)$(PREFIX)/.venv/bin/python -m pip install --quiet '.[tiny-model]'
@@ -66,16 +70,33 @@ install-service:
 	@if [ -n "$(DESTDIR)" ]; then \
 	  grep -rlI -- "$(DESTDIR)" $(DESTDIR)$(PREFIX)/.venv/bin $(DESTDIR)$(PREFIX)/.venv/pyvenv.cfg \
 	    | xargs -r sed -i "s|$(DESTDIR)||g"; fi
+	@$(MAKE) --no-print-directory install-service-files
+
+# The unit, the config and the folders, without the venv. The config may hold the HTTP token and
+# the journal lists the whole library: config 0640 root:SERVICE_USER, its folder, the state and
+# data folders 0750 (owned by SERVICE_USER). With DESTDIR (packaging) the modes only: owners and
+# the account are the package's to make.
+install-service-files:
+	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/systemd
+	install -d -m 0750 $(DESTDIR)$(SYSCONFDIR)/subwatch $(DESTDIR)$(STATEDIR) \
+	  $(DESTDIR)$(DATADIR) $(DESTDIR)$(DATADIR)/inbox $(DESTDIR)$(DATADIR)/outbox
 	sed -e 's|/opt/subwatch|$(PREFIX)|g' -e 's|/srv/subwatch|$(DATADIR)|g' \
-	  -e 's|/etc/subwatch|$(SYSCONFDIR)/subwatch|g' systemd/subwatch.service \
+	  -e 's|/etc/subwatch|$(SYSCONFDIR)/subwatch|g' -e 's|^User=subwatch$$|User=$(SERVICE_USER)|' \
+	  -e 's|^Group=subwatch$$|Group=$(SERVICE_USER)|' systemd/subwatch.service \
 	  > $(DESTDIR)$(UNITDIR)/subwatch.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/subwatch.service
+	install -m 0644 systemd/README.md systemd/*.example $(DESTDIR)$(PREFIX)/systemd/
 	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/subwatch/config.toml ]; then \
 	  sed 's|/srv/subwatch|$(DATADIR)|g' systemd/config.toml > $(DESTDIR)$(SYSCONFDIR)/subwatch/config.toml; \
 	else echo "keeping the existing $(SYSCONFDIR)/subwatch/config.toml"; fi
+	chmod 0640 $(DESTDIR)$(SYSCONFDIR)/subwatch/config.toml
 	@if [ -z "$(DESTDIR)" ]; then \
-	  id subwatch >/dev/null 2>&1 || $(SUDO) useradd --system --home-dir /var/lib/subwatch \
-	    --shell /usr/sbin/nologin subwatch; \
-	  $(SUDO) install -d -o subwatch -g subwatch $(DATADIR)/inbox $(DATADIR)/outbox; \
+	  getent group $(SERVICE_USER) >/dev/null || $(SUDO) groupadd --system $(SERVICE_USER); \
+	  id -u $(SERVICE_USER) >/dev/null 2>&1 || $(SUDO) useradd --system --gid $(SERVICE_USER) \
+	    --home-dir $(STATEDIR) --no-create-home --shell /usr/sbin/nologin $(SERVICE_USER); \
+	  $(SUDO) chown root:$(SERVICE_USER) $(SYSCONFDIR)/subwatch $(SYSCONFDIR)/subwatch/config.toml; \
+	  $(SUDO) chown $(SERVICE_USER):$(SERVICE_USER) $(STATEDIR) $(DATADIR) $(DATADIR)/inbox \
+	    $(DATADIR)/outbox; \
 	  $(SUDO) systemctl daemon-reload 2>/dev/null || true; \
 	  echo "installed; start with: sudo systemctl enable --now subwatch"; \
 	else echo "staged under $(DESTDIR)"; fi

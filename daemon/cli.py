@@ -1,6 +1,7 @@
 """Command line: argument parsing and exit codes, and nothing else decides exit codes.
 
-0 ok, 2 bad config or usage, 1 any other failure.
+0 ok, 2 bad config or usage, 1 any other failure, 3 the journal is corrupt (`run`: a restart
+cannot help, so the systemd unit does not restart on it; README "Journal trouble").
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("subwatch")
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_JOURNAL_CORRUPT = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -115,6 +116,7 @@ def _to_toml(data: dict[str, dict[str, Any]]) -> str:
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
     setup_logging(config.logging)
+    from .journal import JournalCorrupt, JournalUnavailable
     from .service import AlreadyRunning, Service
 
     service: Service | None = None
@@ -125,7 +127,10 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     except ConfigError as exc:
         log.error("config error: %s", exc)
         code = EXIT_USAGE
-    except (ModelUnavailable, AlreadyRunning, OSError) as exc:
+    except JournalCorrupt as exc:  # one line that says what to do, not a restart loop
+        log.error("cannot start: %s", exc)
+        code = EXIT_JOURNAL_CORRUPT
+    except (ModelUnavailable, AlreadyRunning, JournalUnavailable, OSError) as exc:
         log.error("cannot start: %s", exc)
         code = EXIT_FAILURE
     if service is not None and service.threads_busy:
@@ -178,7 +183,10 @@ def _transcribe_all(args: argparse.Namespace, config: Config, pipeline: Pipeline
     results = []
     for index, path in enumerate(args.files, 1):
         outdir = args.output_dir or path.resolve().parent
-        outbox = Outbox(outdir, config.output.name_template, config.output.formats)
+        # the daemon's naming: a file that shares its stem with another media file beside it
+        # (a.mp4, a.mkv) names its outputs after its whole name, so neither overwrites the other
+        outbox = Outbox(outdir, config.output.name_template, config.output.formats,
+                        inbox=path.resolve().parent, extensions=config.watch.extensions)
         result = _transcribe_one(pipeline, outbox, console.start(path, index, len(args.files)))
         console.done(result)
         results.append(result)

@@ -92,7 +92,9 @@ class DaemonClient:
 
     def _request(self, method: str, path: str) -> urllib.request.Request:
         request = urllib.request.Request(self.base_url + path, method=method,
-                                         data=b"" if method == "POST" else None)
+                                         data=b"{}" if method == "POST" else None)
+        if method == "POST":  # the daemon takes only JSON POSTs (a web page cannot send one)
+            request.add_header("Content-Type", "application/json")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         return request

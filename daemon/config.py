@@ -88,6 +88,9 @@ class JobsConfig:
     skip_existing: bool = True
     # Extension: how long a stop waits for running jobs to reach a safe point before leaving.
     grace_seconds: float = field(default=20.0, metadata=_check(_non_negative))
+    # Seconds of audio one input may hold (0 = no limit): a longer one fails for good, found
+    # from its header before decoding, and on the samples while decoding (headers lie).
+    max_duration: float = field(default=21600.0, metadata=_check(_non_negative))
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,11 @@ class HttpConfig:
     # Extension: host names (besides the bound address and localhost) that requests may name in
     # their Host header, e.g. ["nas.local"]; anything else is refused (DNS-rebinding guard).
     allowed_hosts: tuple[str, ...] = ()
+    # Extension: SSE readers at once (each holds a descriptor); more get 503 with Retry-After.
+    max_event_streams: int = field(default=64, metadata=_check(_positive))
+    # Extension: memory for event history (replays, /events/history); oldest finished jobs go
+    # first. history_size bounds the events per job and the jobs kept.
+    history_bytes: int = field(default=64 * 1024 * 1024, metadata=_check(_positive))
 
 
 @dataclass(frozen=True)

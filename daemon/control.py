@@ -1,7 +1,9 @@
 """Requests that change what the daemon does: cancel, retry, reload, log levels.
 
 One pure merge of the running config and a new one decides what applies now and what needs a
-restart; SIGHUP, POST /reload and POST /logging all go through it.
+restart; SIGHUP, POST /reload and POST /logging all go through it. Applying runs in a thread, one
+at a time: it rebuilds log handlers (files) and touches every logger, which must not stall the
+event loop, and two requests at once must not lose each other's change.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +29,7 @@ log = logging.getLogger(__name__)
 # What a running daemon cannot change in place: tables or `table.key` names.
 RESTART_ONLY = ("paths", "models", "whisper", "vad", "pipeline", "separation", "sensevoice",
                 "watch.mode", "watch.recursive", "jobs.workers", "http.host", "http.port",
-                "http.history_size")
+                "http.history_size", "http.history_bytes")
 
 
 def _get(config: Config, name: str) -> Any:
@@ -74,6 +77,7 @@ class Control:
         self._wake = wake
         self._notifier = notifier
         self._status_line = status_line
+        self._applying = threading.Lock()
 
     async def cancel(self, job_id: str) -> str | None:
         """Cancel a queued job now, or a running one at its next safe point; None if unknown."""
@@ -117,23 +121,33 @@ class Control:
             log.error("reload refused, keeping the running config: %s", exc)
             self._notifier.ready(await self._blocking(self._status_line))
             return {"applied": [], "restart_needed": [], "error": str(exc)}
-        merge = self.apply(new)
+        merge = await self._blocking(self.apply, new)
         self._notifier.ready(await self._blocking(self._status_line))
         log.info("reloaded %r: applied %s%s", str(source), ", ".join(merge.applied) or "nothing",
                  f"; needs a restart: {', '.join(merge.restart_needed)}"
                  if merge.restart_needed else "")
         return {"applied": merge.applied, "restart_needed": merge.restart_needed}
 
-    def set_log_levels(self, level: str, levels: dict[str, str]) -> Config:
-        """POST /logging: a new root level and per-logger levels, live."""
-        config = self._live.current
-        new = dataclasses.replace(config.logging, level=level,
-                                  levels={**config.logging.levels, **levels})
-        self.apply(dataclasses.replace(config, logging=new))
+    async def set_log_levels(self, level: str, levels: dict[str, str]) -> Config:
+        """POST /logging: a new root level and per-logger levels, live (names checked by the
+        caller: each new name is a logger made for good)."""
+        return await self._blocking(self._set_log_levels, level, levels)
+
+    def _set_log_levels(self, level: str, levels: dict[str, str]) -> Config:
+        with self._applying:
+            config = self._live.current
+            new = dataclasses.replace(config.logging, level=level,
+                                      levels={**config.logging.levels, **levels})
+            self._apply(dataclasses.replace(config, logging=new))
         log.warning("log level set to %s%s", level, f" ({levels})" if levels else "")
         return self._live.current
 
     def apply(self, new: Config) -> Merge:
+        """Merge and apply a new config (blocking: call it in a thread from the loop)."""
+        with self._applying:
+            return self._apply(new)
+
+    def _apply(self, new: Config) -> Merge:
         merge = merge_config(self._live.current, new)
         self._live.replace(merge.config)
         return merge

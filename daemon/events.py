@@ -5,16 +5,22 @@ the previous run (kept in the journal) and the current time in milliseconds, so 
 backwards across restarts and a client's Last-Event-ID from before a restart stays meaningful.
 
 Publishing never blocks: it may be called from worker threads, assigns the id under a lock,
-records history, and hands fan-out to the event loop. Each subscriber has a bounded buffer; when
-it is full, progress events (priority 0) are dropped first; if a final subtitle or a signal would
-have to be dropped, the subscriber is disconnected instead (it can reconnect and replay from
-history), so a slow reader never slows the pipeline or the other readers.
+records history, and hands fan-out to the event loop. History is bounded by events per job, jobs
+kept, and an estimate of its memory (`history_bytes`): a library ingest of thousands of jobs with
+a thousand events each would otherwise hold gigabytes. Finished jobs' histories go first, oldest
+first; a job still running keeps its history while a finished one can go instead.
+
+Each subscriber has a bounded buffer; when it is full, progress events (priority 0) are dropped
+first; if a final subtitle or a signal would have to be dropped, the subscriber is disconnected
+instead (it can reconnect and replay from history), so a slow reader never slows the pipeline or
+the other readers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -49,6 +55,10 @@ def stage_progress(stage: str) -> str:
     """`progress.<stage>`: one type per pipeline stage (and the service's `write`)."""
     return f"progress.{stage}"
 GLOBAL_HISTORY_FACTOR = 10  # the global ring holds this many times a job's history
+DEFAULT_HISTORY_BYTES = 64 * 1024 * 1024
+GLOBAL_HISTORY_SHARE = 4  # the all-jobs ring may use a quarter of history_bytes, jobs the rest
+FINISHED = frozenset({"signal.job_done", "signal.job_failed", "signal.job_canceled",
+                      "signal.job_skipped"})
 
 
 def priority_of(event_type: str) -> int:
@@ -59,7 +69,7 @@ def priority_of(event_type: str) -> int:
     return PRIORITY_FINAL
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
     id: int
     type: str
@@ -67,6 +77,7 @@ class Event:
     timestamp: float
     payload: dict[str, Any]
     priority: int
+    size: int = field(default=0, compare=False, repr=False)  # estimated bytes held
 
     def data(self) -> dict[str, Any]:
         """The SSE `data:` object (contract: job_id, type, timestamp, payload, at least)."""
@@ -76,6 +87,32 @@ class Event:
     def history_item(self) -> dict[str, Any]:
         return {"id": self.id, "type": self.type, "payload": self.payload,
                 "timestamp": self.timestamp}
+
+
+# the Event itself, its slot in two deques, its timestamp float and its id int
+EVENT_OVERHEAD = sys.getsizeof(Event(0, "", None, 0.0, {}, 0)) + 2 * 8 + 24 + 32
+
+
+def estimated_size(payload: Any) -> int:
+    """Bytes an event holds: the object, its deque slots and its payload, deeply.
+
+    Dict keys are not counted (payload keys are literals, shared by every event); small values
+    that Python shares (small ints, None, booleans) are, so it errs high and the memory really
+    held stays under the budget (measured in test_events).
+    """
+    return EVENT_OVERHEAD + _deep_size(payload)
+
+
+def _deep_size(obj: Any) -> int:
+    size = sys.getsizeof(obj)
+    kind = type(obj)
+    if kind is dict:
+        for value in obj.values():
+            size += _deep_size(value)
+    elif kind is list or kind is tuple:
+        for value in obj:
+            size += _deep_size(value)
+    return size
 
 
 def matches_types(event_type: str, types: Iterable[str] | None) -> bool:
@@ -138,12 +175,17 @@ class Subscriber:
 
 
 class EventBus:
-    def __init__(self, history_size: int = 1000, subscriber_capacity: int = 2000) -> None:
+    def __init__(self, history_size: int = 1000, subscriber_capacity: int = 2000,
+                 history_bytes: int = DEFAULT_HISTORY_BYTES) -> None:
         self._lock = threading.Lock()
         self._next_id = int(time.time() * 1000) + 1
         self._history_size = history_size
         self._per_job: dict[str, deque[Event]] = {}
-        self._global: deque[Event] = deque(maxlen=history_size * GLOBAL_HISTORY_FACTOR)
+        self._finished: set[str] = set()  # jobs whose last event says they ended
+        self._job_bytes = 0
+        self._global: deque[Event] = deque()
+        self._global_bytes = 0
+        self._budget = history_bytes
         self._subscribers: set[Subscriber] = set()
         self._capacity = subscriber_capacity
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,6 +201,11 @@ class EventBus:
         self._loop = loop
 
     @property
+    def history_bytes(self) -> int:
+        """The estimated memory history holds now (an event in both rings counts twice)."""
+        return self._job_bytes + self._global_bytes
+
+    @property
     def last_id(self) -> int:
         return self._next_id - 1
 
@@ -167,31 +214,68 @@ class EventBus:
     def publish(self, event_type: str, job_id: str | None,
                 payload: dict[str, Any] | None = None) -> Event:
         """Record and fan out one event; safe from any thread, never blocks on readers."""
+        payload = payload or {}
+        size = estimated_size(payload)  # outside the lock: publishers on other threads wait less
         with self._lock:
             event = Event(self._next_id, event_type, job_id, round(time.time(), 3),
-                          payload or {}, priority_of(event_type))
+                          payload, priority_of(event_type), size)
             self._next_id += 1
-            self._global.append(event)
-            if job_id is not None:
-                self._job_history(job_id).append(event)
+            self._record(event)
             self.published += 1
             self._schedule(event)  # under the lock, so fan-out keeps id order
         for hook in self.on_publish:
             hook(event)
         return event
 
-    def _job_history(self, job_id: str) -> deque[Event]:
-        history = self._per_job.get(job_id)
-        if history is None:
-            history = self._per_job[job_id] = deque(maxlen=self._history_size)
-            self._forget_old_jobs()
-        return history
+    # ------------------------------------------------------------------ history (under the lock)
 
-    def _forget_old_jobs(self) -> None:
-        """Keep histories for the most recent jobs only (a 200-file drop must not grow forever)."""
-        limit = self._history_size
-        while len(self._per_job) > limit:
-            self._per_job.pop(next(iter(self._per_job)))
+    def _record(self, event: Event) -> None:
+        self._global.append(event)
+        self._global_bytes += event.size
+        self._trim_global()
+        if event.job_id is None:
+            return
+        history = self._per_job.setdefault(event.job_id, deque())
+        if len(history) >= self._history_size:
+            self._job_bytes -= history.popleft().size
+        history.append(event)
+        self._job_bytes += event.size
+        if event.type in FINISHED:
+            self._finished.add(event.job_id)
+        else:
+            self._finished.discard(event.job_id)  # a retry: running again
+        self._trim_jobs(event.job_id)
+
+    def _trim_global(self) -> None:
+        budget = self._budget // GLOBAL_HISTORY_SHARE
+        limit = self._history_size * GLOBAL_HISTORY_FACTOR
+        while len(self._global) > 1 and (len(self._global) > limit
+                                         or self._global_bytes > budget):
+            self._global_bytes -= self._global.popleft().size
+
+    def _trim_jobs(self, current: str | None) -> None:
+        """Over the job count or the budget: drop the oldest finished job's history, else the
+        oldest job's; the job publishing now, alone over the budget, loses its oldest events."""
+        budget = self._budget - self._budget // GLOBAL_HISTORY_SHARE
+        while len(self._per_job) > self._history_size or self._job_bytes > budget:
+            victim = self._victim(current)
+            if victim is not None:
+                self._job_bytes -= sum(e.size for e in self._per_job.pop(victim))
+                self._finished.discard(victim)
+                continue
+            history = self._per_job.get(current or "")
+            if history is None or len(history) <= 1:
+                return  # one event over the whole budget: kept, it is the news
+            self._job_bytes -= history.popleft().size
+
+    def _victim(self, current: str | None) -> str | None:
+        others = (job_id for job_id in self._per_job if job_id != current)
+        oldest = None
+        for job_id in others:
+            if job_id in self._finished:
+                return job_id
+            oldest = oldest or job_id
+        return oldest
 
     def _schedule(self, event: Event) -> None:
         loop = self._loop

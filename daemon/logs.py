@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 import logging.handlers
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
 
 THIRD_PARTY = ("faster_whisper", "ctranslate2", "torch", "funasr", "modelscope", "urllib3",
                "httpx", "huggingface_hub", "watchdog", "aiohttp.access", "asyncio", "filelock")
+
+PROJECT = __name__.partition(".")[0]
 
 SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
                    logging.DEBUG: 7}
@@ -52,6 +55,27 @@ class ContextFilter(logging.Filter):
         record.ctx = f" [{tags}]" if tags else ""
         record.syslog = SYSLOG_PRIORITY.get(record.levelno, 6)
         return True
+
+
+@functools.cache
+def project_loggers() -> frozenset[str]:
+    """The project's own logger names: the package and each of its modules (found on disk, so
+    a stage not imported yet can still be named)."""
+    package = Path(__file__).resolve().parent
+    names = {PROJECT}
+    for source in package.rglob("*.py"):
+        parts = source.relative_to(package).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names.add(".".join((PROJECT, *parts)))
+    return frozenset(names)
+
+
+def unknown_loggers(names: Iterable[str], configured: Iterable[str] = ()) -> list[str]:
+    """Names that are neither ours, nor a library we configure, nor in the config file: a
+    request may not make loggers (each one is kept for good and slows every level change)."""
+    known = project_loggers() | set(THIRD_PARTY) | set(configured)
+    return [name for name in names if name not in known]
 
 
 def under_journald() -> bool:

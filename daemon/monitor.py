@@ -11,7 +11,7 @@ from typing import Any
 from . import __version__
 from .config import LiveConfig
 from .events import EventBus, EventType
-from .journal import Journal
+from .journal import STATES, Journal, JournalUnavailable
 from .models import ModelCache
 from .notify import Notifier
 from .progress import Degradations, RunningJobs
@@ -47,6 +47,10 @@ class Monitor:
         self._blocking = blocking
         self._notifier = notifier
         self._degradations = degradations
+        # the journal's figures as last read: /status shows them, marked stale, when the
+        # journal cannot be read (never a hang or a 500 for the one page that explains why)
+        self._figures: dict[str, Any] = {"queue": dict.fromkeys(STATES, 0),
+                                         "recent_failures": []}
 
     # ------------------------------------------------------------------ views
 
@@ -54,6 +58,11 @@ class Monitor:
         reasons = []
         if self._watcher.state in ("unavailable", "degraded"):
             reasons.append(self._watcher.last_error or f"watcher {self._watcher.state}")
+        if self._watcher.scans_failing():  # the count and the error are in /status
+            reasons.append("inbox scans are failing")
+        if self._journal.problem:  # locked by another process, disk full, corrupt
+            reasons.append(f"journal degraded: {self._journal.problem}")
+        reasons += self._degradations.holding()  # e.g. "outbox full: …": every job waits
         if self._life.stopping.is_set():
             reasons.append("stopping")
         elif not self._life.ready:
@@ -61,6 +70,13 @@ class Monitor:
         else:
             reasons += self._life.failed_tasks()
         return (not reasons, reasons)
+
+    def public_health(self) -> tuple[bool, list[str]]:
+        """health() for /healthz, which answers without a token: each reason up to its first
+        colon ("inbox unavailable", "internal task watcher failed"), never the exception text
+        or paths after it (those are in /status and the log)."""
+        ok, reasons = self.health()
+        return ok, list(dict.fromkeys(r.split(":", 1)[0].strip() for r in reasons))
 
     def healthy(self) -> bool:
         return self.health()[0]
@@ -73,24 +89,39 @@ class Monitor:
             "uptime_seconds": round(time.time() - self._life.started_at, 1),
             "ready": self._life.ready,
             "watcher": self._watcher.describe(),
-            "queue": self._journal.counts(),
+            **self._journal_figures(),
             "running": [r.as_dict() for r in self._running.values()],
-            "recent_failures": [
-                {"id": j.id, "input": j.rel_path, "error": j.error, "message": j.message}
-                for j in self._journal.list_jobs("failed", 5)],
             "models": self._cache.snapshot(),
             "degraded": self._degradations.snapshot(),
             "events": {"last_id": self._bus.last_id, "published": self._bus.published,
-                       "subscribers": self._bus.subscriber_count},
+                       "subscribers": self._bus.subscriber_count,
+                       "history_bytes": self._bus.history_bytes},
             "settings": {"log_level": config.logging.level,
                          "settle_seconds": config.watch.settle_seconds,
                          "watch_mode": self._watcher.mode, "workers": config.jobs.workers,
                          "formats": list(config.output.formats)},
         }
 
+    def _journal_figures(self) -> dict[str, Any]:
+        """/status's queue counts and recent failures, and the journal's state: "ok", or
+        "degraded" with the reason, and "stale" when these figures are the last ones read."""
+        journal: dict[str, Any] = {"state": "ok"}
+        try:
+            self._figures = {"queue": self._journal.counts(), "recent_failures": [
+                {"id": j.id, "input": j.rel_path, "error": j.error, "message": j.message}
+                for j in self._journal.list_jobs("failed", 5)]}
+        except JournalUnavailable:
+            journal["stale"] = True
+        if self._journal.problem:
+            journal.update(state="degraded", reason=self._journal.problem)
+        return {**self._figures, "journal": journal}
+
     def status_line(self) -> str:
         """One line for `systemctl status`: the queue and the running job."""
-        counts = self._journal.counts()
+        try:
+            counts = self._journal.counts()
+        except JournalUnavailable:
+            return f"journal unavailable; {len(self._running)} running"
         line = (f"{counts.get('queued', 0) + counts.get('retry_wait', 0)} queued, "
                 f"{len(self._running)} running, {counts.get('done', 0)} done, "
                 f"{counts.get('failed', 0)} failed")

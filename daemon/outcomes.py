@@ -8,20 +8,27 @@ queue without charging an attempt.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import shutil
+from collections.abc import Callable
+from itertools import count
 from pathlib import Path
+from typing import Any
 
 from .config import LiveConfig
 from .domain import Transcript
 from .events import EventType
-from .journal import Job, Journal
+from .journal import Job, Journal, JournalUnavailable
 from .models import ModelCache
 from .progress import JobReporter, JobSignals
 from .threads import Blocking
-from .writer import outbox_for
+from .writer import NAME_MAX, fit_stem, name_bytes, outbox_for
 
 log = logging.getLogger(__name__)
+
+RECORD_RETRY_MAX_SECONDS = 10.0  # how often, at the least, an unrecorded outcome is tried again
 
 
 def identity_problem(job: Job, path: Path) -> tuple[str, str] | None:
@@ -37,6 +44,21 @@ def identity_problem(job: Job, path: Path) -> tuple[str, str] | None:
     return None
 
 
+def free_path(dest: Path) -> Path:
+    """`dest` when nothing is there; else the first free `name (2).ext`, `name (3).ext`…, so
+    a moved input never replaces an older copy (a re-encoded file done again, say). Each name
+    fits NAME_MAX like the outputs' (a cut stem and a short hash of the full name)."""
+    if not os.path.lexists(dest):
+        return dest
+    room = NAME_MAX - name_bytes(dest.suffix)
+    for n in count(2):
+        name = f"{dest.stem} ({n})"
+        candidate = dest.with_name(fit_stem(name, name + dest.suffix, room) + dest.suffix)
+        if not os.path.lexists(candidate):
+            return candidate
+    raise AssertionError("unreachable")
+
+
 class Outcomes:
     def __init__(self, live: LiveConfig, journal: Journal, signal: JobSignals,
                  blocking: Blocking, cache: ModelCache) -> None:
@@ -49,8 +71,8 @@ class Outcomes:
     async def done(self, job: Job, transcript: Transcript, outputs: list[str],
                    elapsed: float, reporter: JobReporter) -> None:
         result = "no_speech" if transcript.no_speech else "ok"
-        await self._blocking(self._journal.finish, job.id, outputs, transcript.language,
-                             result, transcript.duration, elapsed)
+        await self._record(job, self._journal.finish, job.id, outputs, transcript.language,
+                           result, transcript.duration, elapsed)
         reporter.finished(result)
         speed = transcript.duration / elapsed if elapsed > 0 else 0.0
         log.info("done %r: %s, %d cues, %.1f s of audio in %.1f s (%.1fx)", job.rel_path,
@@ -60,6 +82,21 @@ class Outcomes:
                      language=transcript.language, cues=len(transcript.cues),
                      audio_seconds=round(transcript.duration, 3),
                      processing_seconds=round(elapsed, 3))
+        await self._blocking(self._after_success, job)
+
+    async def done_earlier(self, job: Job, written: dict[str, Any]) -> None:
+        """Done as it was before the daemon died: every output noted before the renames
+        (journal.record_written) is whole, so it is recorded from that note, with no model
+        run and no file written again."""
+        outputs = list(written["outputs"])
+        await self._record(job, self._journal.finish, job.id, outputs, written["language"],
+                           "ok", written["audio_seconds"], written["processing_seconds"])
+        log.info("done %r: its outputs were whole when the daemon stopped before recording"
+                 " it; not transcribed again", job.rel_path)
+        self._signal(EventType.JOB_DONE, job, result="ok", outputs=outputs,
+                     language=written["language"], cues=written["cues"],
+                     audio_seconds=round(written["audio_seconds"], 3),
+                     processing_seconds=round(written["processing_seconds"], 3))
         await self._blocking(self._after_success, job)
 
     def _model_figures(self) -> str:
@@ -79,7 +116,7 @@ class Outcomes:
                          "transcribed", job.rel_path, action)
                 return
             if action == "move":
-                dest = inbox / ".done" / job.rel_path
+                dest = free_path(inbox / ".done" / job.rel_path)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(src, dest)
             elif action == "delete":
@@ -90,13 +127,18 @@ class Outcomes:
 
     async def canceled(self, job: Job, reason: str, code: str = "canceled") -> None:
         log.info("canceled %r: %s", job.rel_path, reason)
-        await self._blocking(self._journal.cancel, job.id, reason, code)
+        await self._record(job, self._journal.cancel, job.id, reason, code)
         self._signal(EventType.JOB_CANCELED, job, reason=reason)
 
     async def interrupted(self, job: Job) -> None:
         """Stopped by the daemon's stop: back in the queue, no attempt charged."""
         log.info("interrupted %r by the stop; it is back in the queue", job.rel_path)
-        await self._blocking(self._journal.requeue, job.id)
+        await self._record(job, self._journal.requeue, job.id)
+
+    async def short(self, job: Job, message: str) -> None:
+        """The daemon ran short (of descriptors): back in the queue, no attempt charged."""
+        log.warning("%r goes back to the queue: the daemon is short (%s)", job.rel_path, message)
+        await self._record(job, self._journal.requeue, job.id)
 
     async def retry_or_fail(self, job: Job, code: str, message: str) -> None:
         jobs = self._live.current.jobs
@@ -106,13 +148,18 @@ class Outcomes:
         delay = jobs.retry_backoff_seconds * (2 ** (job.attempts - 1))
         log.warning("attempt %d on %r failed (%s: %s); retrying in %.0f s", job.attempts,
                     job.rel_path, code, message, delay)
-        await self._blocking(self._journal.retry_later, job.id, code, message, delay)
+        await self._record(job, self._journal.retry_later, job.id, code, message, delay)
         self._signal(EventType.JOB_RETRYING, job, error=code, message=message,
                      retry_in_seconds=delay)
 
     async def fail(self, job: Job, code: str, message: str) -> None:
+        await self._record(job, self._journal.fail, job.id, code, message)
+        await self.failed(job, code, message)
+
+    async def failed(self, job: Job, code: str, message: str) -> None:
+        """What follows a failure for good once the journal has it: the log line, the signal
+        and the error file (also for the jobs the crash recovery at start failed)."""
         log.error("failed %r: %s: %s", job.rel_path, code, message)
-        await self._blocking(self._journal.fail, job.id, code, message)
         self._signal(EventType.JOB_FAILED, job, error=code, message=message)
         try:
             await self._blocking(outbox_for(self._live.current).write_error, job.rel_path, code,
@@ -120,3 +167,19 @@ class Outcomes:
         except OSError as exc:
             log.error("cannot write the error file for %r: %s", job.rel_path,
                       exc.strerror or exc)
+
+    async def _record(self, job: Job, write: Callable[..., Any], *args: Any) -> None:
+        """A journal write of an outcome, tried until it is recorded: a journal that cannot be
+        written (another process's lock, a full disk) holds the job in `running` meanwhile,
+        as /status shows, never `running` for good. A stop cancels the wait; the job is then
+        recovered at the next start."""
+        delay = 0.5
+        while True:
+            try:
+                await self._blocking(write, *args)
+                return
+            except JournalUnavailable as exc:
+                if delay == 0.5:
+                    log.warning("the outcome of %r waits for the journal: %s", job.rel_path, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECORD_RETRY_MAX_SECONDS)

@@ -100,21 +100,44 @@ class JobSignals:
 class Degradations:
     """Parts that work in a reduced way (a separation model that cannot be had: jobs go on
     unseparated). Said once per reason as `signal.degraded` and in the log, shown in /status;
-    /healthz stays ok, because every job still finishes."""
+    /healthz stays ok, because every job still finishes. A part that holds every job until it
+    clears (a full outbox: `holds_jobs`) is also in /healthz, as degraded, until `clear`."""
 
     def __init__(self, bus: EventBus) -> None:
         self._bus = bus
         self._lock = threading.Lock()
         self._now: dict[str, str] = {}
+        self._holding: set[str] = set()
 
-    def report(self, component: str, reason: str, job_id: str | None = None) -> None:
+    def report(self, component: str, reason: str, job_id: str | None = None,
+               holds_jobs: bool = False) -> None:
         with self._lock:
             if self._now.get(component) == reason:
                 return
             self._now[component] = reason
-        log.warning("%s works in a reduced way: %s", component, reason)
+            if holds_jobs:
+                self._holding.add(component)
+        if holds_jobs:
+            log.error("%s; jobs wait until it clears", reason)
+        else:
+            log.warning("%s works in a reduced way: %s", component, reason)
         self._bus.publish(EventType.DEGRADED, None, {
             "degraded": True, "component": component, "reasons": [reason], "job_id": job_id})
+
+    def clear(self, component: str) -> None:
+        """The part works fully again (said once, when it was reported)."""
+        with self._lock:
+            if self._now.pop(component, None) is None:
+                return
+            self._holding.discard(component)
+        log.info("%s works again", component)
+        self._bus.publish(EventType.DEGRADED, None, {
+            "degraded": False, "component": component, "reasons": []})
+
+    def holding(self) -> list[str]:
+        """The reasons of the parts that hold every job now, for /healthz."""
+        with self._lock:
+            return [self._now[c] for c in sorted(self._holding)]
 
     def snapshot(self) -> dict[str, str]:
         with self._lock:

@@ -23,7 +23,7 @@ from .control import Control
 from .errors import SubwatchError
 from .events import EventBus
 from .intake import Intake
-from .journal import Journal
+from .journal import Journal, JournalUnavailable
 from .logs import setup_logging
 from .metrics import Metrics
 from .models import ModelCache
@@ -51,7 +51,7 @@ class StateLock:
     """One daemon per state_dir: two would claim the same jobs and write the same outputs."""
 
     def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)  # the journal is private
         self._fh = open(state_dir / "subwatch.lock", "a+")  # held open for the daemon's life
         try:
             fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -88,7 +88,7 @@ class Service:
     def _build(self, config: Config, pipeline: Transcribe | None) -> None:
         self.journal = Journal(config.paths.state_dir / "journal.sqlite3",
                                config.jobs.max_attempts)
-        self.bus = EventBus(config.http.history_size)
+        self.bus = EventBus(config.http.history_size, history_bytes=config.http.history_bytes)
         self.blocking = Blocking(config.jobs.workers + 4)
         self.running = RunningJobs()
         self.degradations = Degradations(self.bus)
@@ -111,9 +111,9 @@ class Service:
         self.metrics = Metrics(self.journal.counts, self.cache, self.bus, self.monitor.healthy)
         self.control = Control(self.live, self.journal, self.running, signals, self.blocking,
                                self._wake, self.notifier, self.monitor.status_line)
-        outcomes = Outcomes(self.live, self.journal, signals, self.blocking, self.cache)
+        self.outcomes = Outcomes(self.live, self.journal, signals, self.blocking, self.cache)
         self.worker = Worker(self.live, self.journal, self.running, self.bus, self.blocking,
-                             outcomes, self._transcribe, self.life.stopping, self._wake,
+                             self.outcomes, self._transcribe, self.life.stopping, self._wake,
                              self.degradations)
         self.web = WebServer(Api(self.live, self.journal, self.bus, self.running, self.monitor,
                                  self.control, self.metrics, self.blocking))
@@ -161,7 +161,9 @@ class Service:
         requeued, failed = await self.blocking(self.journal.recover)
         if requeued or failed:
             log.warning("recovered after an abrupt stop: %d job(s) requeued, %d failed for good",
-                        requeued, failed)
+                        requeued, len(failed))
+        for job in failed:  # an error file, like every failure for good
+            await self.outcomes.failed(job, job.error or "crashed", job.message or "")
         swept = await self.blocking(sweep_temp_files, cfg.paths.outbox)
         if swept:
             log.info("removed %d temp file(s) left in the outbox", swept)
@@ -216,7 +218,7 @@ class Service:
         await asyncio.gather(*self.life.tasks, return_exceptions=True)
         self.bus.close_all("the daemon is stopping")
         await self.web.stop()
-        await self.blocking(self.journal.set_meta, "last_event_id", str(self.bus.last_id))
+        await self._journal_write(self.journal.set_meta, "last_event_id", str(self.bus.last_id))
         self.journal.close()
         self._lock.release()
         self.blocking.shutdown()
@@ -233,7 +235,15 @@ class Service:
         for run in self.running.values():
             log.warning("job %s did not stop within %.0f s; it will run again after restart",
                         run.job.id, grace)
-            await self.blocking(self.journal.requeue, run.job.id)
+            await self._journal_write(self.journal.requeue, run.job.id)
+
+    async def _journal_write(self, write: Any, *args: Any) -> None:
+        """A write on the way out: a journal that cannot take it (locked, full, corrupt) must
+        not stop the stop; the start recovers what it missed (a `running` job is requeued)."""
+        try:
+            await self.blocking(write, *args)
+        except JournalUnavailable as exc:
+            log.warning("stopping without writing to the journal: %s", exc)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()

@@ -262,35 +262,45 @@ def _retime(cues: list[Cue], limits: StyleLimits, duration: float | None,
             held: Cue | None = None, following: Cue | None = None) -> list[Cue]:
     """Give each cue enough time to be read: free time after it first (up to a small delay of
     the next cue, when that one has time to spare), then before it, then time the cue before
-    can spare. Returns `held` (possibly shortened) followed by the cues."""
+    can spare; in a run of dense cues with no time to spare anywhere, the next cue starts a
+    little late (at most `MAX_DELAY_SECONDS` after its voice, so no drift builds up).
+    Returns `held` (possibly shortened) followed by the cues."""
     end_of_media = duration if duration is not None else math.inf
-    gap = limits.min_gap_seconds
     out: list[Cue] = [held] if held is not None else []
     upcoming = cues + ([following] if following is not None else [])
     for i, cue in enumerate(cues):
         nxt = upcoming[i + 1] if i + 1 < len(upcoming) else None
-        next_start = math.inf
-        if nxt is not None:  # a dense cue may also start the next one a little late
-            spare = (nxt.end - nxt.start) - _needed(nxt, limits)
-            next_start = nxt.start + min(MAX_DELAY_SECONDS, max(0.0, spare))
-        latest_end = min(next_start - gap, end_of_media)
-        earliest = max(out[-1].end + gap, 0.0) if out else 0.0
-        start = max(cue.start, earliest)
-        needed = _needed(cue, limits)
-        end = max(cue.end, min(start + needed, latest_end))
-        if end - start < needed:
-            start = max(earliest, min(start, end - needed))
-        if end - start < needed and out:
-            prev = out[-1]
-            spare = (prev.end - prev.start) - _needed(prev, limits)
-            take = min(max(spare, 0.0), needed - (end - start))
-            if take > 0:
-                out[-1] = Cue(prev.start, round(prev.end - take, 3), prev.lines, prev.words)
-                start = max(out[-1].end + gap, end - needed)
-        end = min(end, start + limits.max_cue_seconds, end_of_media)
-        out.append(Cue(start=round(start, 3), end=round(max(end, start), 3),
-                       lines=cue.lines, words=cue.words))
+        out.append(_reading_time(cue, nxt, out, limits, end_of_media))
     return out
+
+
+def _reading_time(cue: Cue, nxt: Cue | None, out: list[Cue], limits: StyleLimits,
+                  end_of_media: float) -> Cue:
+    """`cue` retimed after the cues in `out` (the last of which it may shorten)."""
+    gap = limits.min_gap_seconds
+    next_start = math.inf
+    if nxt is not None:  # a dense cue may also start the next one a little late
+        spare = (nxt.end - nxt.start) - _needed(nxt, limits)
+        next_start = nxt.start + min(MAX_DELAY_SECONDS, max(0.0, spare))
+    latest_end = min(next_start - gap, end_of_media)
+    earliest = max(out[-1].end + gap, 0.0) if out else 0.0
+    start = max(cue.start, earliest)
+    needed = _needed(cue, limits)
+    end = max(cue.end, min(start + needed, latest_end))
+    if end - start < needed:
+        start = max(earliest, min(start, end - needed))
+    if end - start < needed and out:
+        prev = out[-1]
+        spare = (prev.end - prev.start) - _needed(prev, limits)
+        take = min(max(spare, 0.0), needed - (end - start))
+        if take > 0:
+            out[-1] = Cue(prev.start, round(prev.end - take, 3), prev.lines, prev.words)
+            start = max(out[-1].end + gap, end - needed)
+    if end - start < needed and nxt is not None:
+        end = max(end, min(start + needed, nxt.start + MAX_DELAY_SECONDS - gap, end_of_media))
+    end = min(end, start + limits.max_cue_seconds, end_of_media)
+    return Cue(start=round(start, 3), end=round(max(end, start), 3), lines=cue.lines,
+               words=cue.words)
 
 
 # ---------------------------------------------------------------------------- formats
@@ -309,9 +319,15 @@ def to_srt(cues: Sequence[Cue]) -> str:
     return "\n\n".join(blocks) + ("\n" if blocks else "")
 
 
+def vtt_text(line: str) -> str:
+    """A cue line as WebVTT text: `&`, `<` and `>` are markup there (entities, tags and the
+    `-->` arrow), so they are escaped; SRT has no escapes and keeps the plain text."""
+    return line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def to_vtt(cues: Sequence[Cue]) -> str:
-    blocks = [f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n" + "\n".join(c.lines)
-              for c in cues]
+    blocks = [f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n"
+              + "\n".join(vtt_text(line) for line in c.lines) for c in cues]
     return "WEBVTT\n\n" + "\n\n".join(blocks) + ("\n" if blocks else "")
 
 

@@ -4,7 +4,11 @@ Routes read from the parts they are given (journal, bus, running jobs, monitor) 
 for changes (retry, cancel, reload, log levels); blocking reads go to the daemon's threads.
 Access: a bearer token on every route but /healthz when `http.token` is set (compared in
 constant time; the page and EventSource, which cannot set headers, may pass it as `?token=`),
-and a Host check against DNS rebinding.
+and a Host check against DNS rebinding. Without a token any web page the user opens could send
+requests here, so a POST must not come from another site (Origin, Sec-Fetch-Site) and must be
+JSON, which a page cannot send elsewhere without a CORS preflight that is never granted.
+Everything a client sends is bounded (body, logger names, history filters, open streams), and a
+malformed request is a 4xx, never a traceback: most routes answer without a token.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import web
-from aiohttp_sse import sse_response
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp_sse import EventSourceResponse
+from yarl import URL
 
-from .config import LOG_LEVELS, LiveConfig
+from .config import LOG_LEVELS, HttpConfig, LiveConfig, LoggingConfig
 from .control import Control
-from .events import Event, EventBus, EventType
-from .journal import Job, Journal
+from .events import Event, EventBus, EventType, Subscriber
+from .journal import Job, Journal, JournalUnavailable
+from .logs import THIRD_PARTY, unknown_loggers
 from .metrics import CONTENT_TYPE, Metrics
 from .monitor import Monitor
 from .progress import RunningJobs
@@ -51,11 +58,33 @@ API = web.AppKey("api", Api)
 PAGE = web.AppKey("page", str)
 HEARTBEAT_SECONDS = 15.0
 JOB_ID_CHARS = frozenset("0123456789abcdef")
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MAX_JSON_BYTES = 64 * 1024  # a request body: far more than any route here takes
+MAX_LOGGERS = 64  # per-logger levels in one POST /logging
+MAX_TYPES, MAX_TYPE_CHARS = 32, 100  # `types=` filters in one history query
+STREAM_RETRY_AFTER_SECONDS = 10
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _api(request: web.Request) -> Api:
     return request.app[API]
+
+
+class QuietBadRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse (a URL over 8 KB, a broken header) at ERROR with
+    a traceback: anyone who can connect could fill the log. One warning line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = f"{record.getMessage()}: bad request ({exc.message})"
+            record.args, record.exc_info, record.exc_text = None, None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+QUIET_BAD_REQUESTS = QuietBadRequests()  # one instance: adding it again is a no-op
 
 
 # ---------------------------------------------------------------------------- access
@@ -65,12 +94,20 @@ def allowed_hosts(host: str, extra: tuple[str, ...]) -> set[str]:
     return {"localhost", "127.0.0.1", "::1", host.lower(), *(h.lower() for h in extra)}
 
 
-def _host_ok(header: str, names: set[str], wildcard: bool) -> bool:
-    host = header.strip().lower()
+def _split_host(header: str) -> tuple[str, int | None]:
+    """A Host header's name and port ("[::1]:8750" → ("::1", 8750)); port None when absent."""
+    host, port = header.strip().lower(), ""
     if host.startswith("["):
-        host = host[1:host.find("]")] if "]" in host else host
+        end = host.find("]")
+        if end > 0:
+            host, port = host[1:end], host[end + 1:].lstrip(":")
     elif host.count(":") == 1:
-        host = host.rsplit(":", 1)[0]
+        host, port = host.rsplit(":", 1)
+    return host, int(port) if port.isdigit() else None
+
+
+def _host_ok(header: str, names: set[str], wildcard: bool) -> bool:
+    host = _split_host(header)[0]
     if host in names:
         return True
     if wildcard:  # bound to every interface: the machine's own addresses are fine, names not
@@ -91,19 +128,68 @@ async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
     if cfg.token and request.path != "/healthz" and not _token_ok(request, cfg.token):
         return web.json_response({"error": "unauthorized"}, status=401,
                                  headers={"WWW-Authenticate": "Bearer"})
-    return await handler(request)
+    return _cross_site_refusal(request, cfg) or await handler(request)
+
+
+@web.middleware
+async def journal_trouble(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A journal that cannot be read or written just now (locked by another process, its disk
+    full) is the daemon's state, not a server error: 503 with the reason, retry later."""
+    try:
+        return await handler(request)
+    except JournalUnavailable as exc:
+        return web.json_response({"error": "journal unavailable", "reason": str(exc)},
+                                 status=503, headers={"Retry-After": "5"})
 
 
 def _token_ok(request: web.Request, token: str) -> bool:
-    header = request.headers.get("Authorization", "")
-    given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
-    return hmac.compare_digest(given.encode(), token.encode())
+    """`Authorization: Bearer <token>` (the scheme in any case, RFC 9110) or `?token=`."""
+    scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
+    given = value.strip() if scheme.lower() == "bearer" else request.query.get("token", "")
+    try:  # header bytes that are not UTF-8 arrive surrogate-escaped: compare them as sent
+        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode())
+    except UnicodeError:
+        return False
+
+
+def _cross_site_refusal(request: web.Request, cfg: HttpConfig) -> web.Response | None:
+    """Why a request that changes something is refused: sent by another site (a browser
+    sends Origin with every POST), or not declared JSON, even when empty (`{}` will do): a
+    page can send text/plain or a form to any address without asking, never JSON."""
+    if request.method in SAFE_METHODS:
+        return None
+    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site" \
+            or not _origin_ok(request.headers.get("Origin"), request.host or "", cfg):
+        return web.json_response({"error": "refused: sent from another site"}, status=403)
+    if request.content_type != "application/json":
+        return web.json_response({"error": "Content-Type must be application/json"},
+                                 status=415)
+    return None
+
+
+def _origin_ok(origin: str | None, host_header: str, cfg: HttpConfig) -> bool:
+    """No Origin, or this daemon itself: the Host it was reached by or a loopback name on the
+    same port, or a configured `http.allowed_hosts` name (a reverse proxy's)."""
+    if origin is None:
+        return True
+    try:
+        url = URL(origin)
+        name, port = (url.host or "").lower(), url.port
+    except (ValueError, TypeError):
+        return False
+    if url.scheme not in ("http", "https") or not name:
+        return False  # "null" (a sandboxed page, a file), or junk
+    if name in {h.lower() for h in cfg.allowed_hosts}:
+        return True
+    own_name, own_port = _split_host(host_header)
+    return port == (own_port or 80) and name in LOOPBACK | {own_name}
 
 
 # ---------------------------------------------------------------------------- plain routes
 
 async def healthz(request: web.Request) -> web.Response:
-    ok, reasons = _api(request).monitor.health()
+    """Without a token: reasons only, never the exception text behind them (see /status)."""
+    ok, reasons = _api(request).monitor.public_health()
     if ok:
         return web.json_response({"status": "ok"})
     return web.json_response({"status": "degraded", "reasons": reasons}, status=503)
@@ -188,24 +274,57 @@ async def history(request: web.Request) -> web.Response:
     except ValueError:
         raise web.HTTPBadRequest(text="since must be a number, after_id an integer") from None
     types = [t for t in request.query.get("types", "").split(",") if t] or None
+    if types and (len(types) > MAX_TYPES or max(map(len, types)) > MAX_TYPE_CHARS):
+        raise web.HTTPBadRequest(text=f"types: at most {MAX_TYPES} names of at most "
+                                      f"{MAX_TYPE_CHARS} characters")
     events = api.bus.history(job_id, after_id=after, since=since, types=types)
     return web.json_response({"job_id": job_id, "events": [e.history_item() for e in events],
                               "count": len(events)})
 
 
-async def set_logging(request: web.Request) -> web.Response:
-    """POST /logging {"level": "DEBUG", "levels": {"faster_whisper": "INFO"}}: live, no restart."""
-    api = _api(request)
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object, bounded; a 4xx for anything else (an unknown charset, bytes
+    that are not text, nesting deeper than the parser's recursion, a list)."""
+    if (request.content_length or 0) > MAX_JSON_BYTES:
+        raise web.HTTPRequestEntityTooLarge(MAX_JSON_BYTES, request.content_length or 0)
+    raw = await request.read()
+    if len(raw) > MAX_JSON_BYTES:
+        raise web.HTTPRequestEntityTooLarge(MAX_JSON_BYTES, len(raw))
     try:
-        body = await request.json()
-        level = str(body.get("level", api.live.current.logging.level)).upper()
-        levels = {str(k): str(v).upper() for k, v in (body.get("levels") or {}).items()}
-    except (ValueError, AttributeError):
+        body = json.loads(raw.decode(request.charset or "utf-8"))
+    except LookupError:
+        raise web.HTTPUnsupportedMediaType(text=f"unknown charset {request.charset!r}") from None
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise web.HTTPBadRequest(text="expected a JSON object") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="expected a JSON object")
+    return body
+
+
+def _log_levels(body: dict[str, Any], current: LoggingConfig) -> tuple[str, dict[str, str]]:
+    """The root level and per-logger levels asked for: known loggers only, a bounded count."""
+    raw = body.get("levels") or {}
+    if not isinstance(raw, dict):
+        raise web.HTTPBadRequest(text="levels: expected an object of logger names")
+    if len(raw) > MAX_LOGGERS:
+        raise web.HTTPBadRequest(text=f"levels: at most {MAX_LOGGERS} loggers at once")
+    level = str(body.get("level", current.level)).upper()
+    levels = {str(k): str(v).upper() for k, v in raw.items()}
     bad = [v for v in (level, *levels.values()) if v not in LOG_LEVELS]
     if bad:
         raise web.HTTPBadRequest(text=f"unknown level {bad[0]!r}; one of {', '.join(LOG_LEVELS)}")
-    new = api.control.set_log_levels(level, levels).logging
+    unknown = unknown_loggers(levels, current.levels)
+    if unknown:
+        raise web.HTTPBadRequest(text=f"unknown logger {unknown[0]!r}: the daemon's own "
+                                      f"(daemon, daemon.<module>) or {', '.join(THIRD_PARTY)}")
+    return level, levels
+
+
+async def set_logging(request: web.Request) -> web.Response:
+    """POST /logging {"level": "DEBUG", "levels": {"faster_whisper": "INFO"}}: live, no restart."""
+    api = _api(request)
+    level, levels = _log_levels(await json_object(request), api.live.current.logging)
+    new = (await api.control.set_log_levels(level, levels)).logging
     return web.json_response({"level": new.level, "levels": new.levels})
 
 
@@ -245,25 +364,43 @@ async def events_job(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, job_id: str | None) -> web.StreamResponse:
-    """Replay history after Last-Event-ID, then live events, with heartbeats between."""
-    bus = _api(request).bus
+    """Replay history after Last-Event-ID, then live events, with heartbeats between. Each
+    reader holds a descriptor, so there are at most `http.max_event_streams` of them: past
+    that, a 503 (and the connection closed) rather than a daemon that cannot open its files."""
+    api = _api(request)
     after = _last_event_id(request)
-    sub, replay = bus.subscribe(job_id, after)
-    resp: Any = None
+    limit = api.live.current.http.max_event_streams
+    if api.bus.subscriber_count >= limit:
+        busy = web.json_response({"error": f"too many event streams (at most {limit})"},
+                                 status=503,
+                                 headers={"Retry-After": str(STREAM_RETRY_AFTER_SECONDS)})
+        busy.force_close()
+        return busy
+    sub, replay = api.bus.subscribe(job_id, after)
     try:
-        async with sse_response(request, ping_interval=HEARTBEAT_SECONDS,
-                                headers={"X-Accel-Buffering": "no"}) as resp:
-            last = await _send(resp, replay, after if after is not None else -1)
+        return await _serve(request, sub, replay, after if after is not None else -1)
+    finally:
+        api.bus.unsubscribe(sub)
+
+
+async def _serve(request: web.Request, sub: Subscriber, replay: list[Event],
+                 last: int) -> web.StreamResponse:
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return web.Response(status=204)  # the reader left before the stream began
+    resp = EventSourceResponse(ping_interval=HEARTBEAT_SECONDS)
+    try:
+        await resp.prepare(request)
+        async with resp:
+            last = await _send(resp, replay, last)
             while resp.is_connected() and not sub.closed:
                 batch = await sub.next_batch(timeout=HEARTBEAT_SECONDS)
                 last = await _send(resp, batch, last)
             if sub.closed and resp.is_connected():
                 await resp.send(json.dumps({"reason": sub.reason}),
                                 event=EventType.STREAM_CLOSED)
-    except (ConnectionResetError, TimeoutError, RuntimeError):
+    except (ConnectionError, TimeoutError, RuntimeError):
         pass  # the reader went away (or stalled past the send timeout)
-    finally:
-        bus.unsubscribe(sub)
     return resp
 
 
@@ -271,7 +408,7 @@ async def _send(resp: Any, events: list[Event], last: int) -> int:
     for event in events:
         if event.id <= last:
             continue  # never a duplicate, even if replay and live overlap
-        await resp.send(json.dumps(event.data(), ensure_ascii=False), id=str(event.id),
+        await resp.send(json.dumps(event.data()), id=str(event.id),
                         event=event.type)
         last = event.id
     return last
@@ -280,7 +417,7 @@ async def _send(resp: Any, events: list[Event], last: int) -> int:
 # ---------------------------------------------------------------------------- app
 
 def make_app(api: Api) -> web.Application:
-    app = web.Application(middlewares=[access])
+    app = web.Application(middlewares=[access, journal_trouble])
     app[API] = api
     app[PAGE] = resources.files("daemon").joinpath("static/index.html").read_text("utf-8")
     r = app.router
@@ -310,17 +447,29 @@ class WebServer:
         self.port: int | None = None
 
     async def start(self) -> int:
+        logging.getLogger("aiohttp.server").addFilter(QUIET_BAD_REQUESTS)
         await self._runner.setup()
         self._set_up = True
         site = web.TCPSite(self._runner, self._http.host, self._http.port)
         await site.start()
         self.port = _bound_port(self._runner) or self._http.port
         log.info("HTTP on http://%s:%d/", self._http.host, self.port)
+        if not self._http.token and not is_loopback(self._http.host):
+            log.warning("HTTP on %s:%d without http.token: anyone who can reach it can read "
+                        "the status and the subtitles and cancel or retry jobs; set http.token "
+                        "or bind to 127.0.0.1", self._http.host, self.port)
         return self.port
 
     async def stop(self) -> None:
         if self._set_up:
             await self._runner.cleanup()
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return host.lower() in LOOPBACK or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _bound_port(runner: web.AppRunner) -> int | None:

@@ -13,23 +13,26 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .config import LiveConfig
 from .domain import Transcript
-from .errors import Cancelled, InputError, ModelUnavailable, TransientError
+from .errors import Cancelled, InputError, ModelUnavailable, TransientError, daemon_short
 from .events import EventBus, EventType
-from .journal import Job, Journal
+from .journal import Job, Journal, JournalUnavailable, record_written
 from .logs import log_context
 from .outcomes import Outcomes, identity_problem
 from .pipeline import Reporter
 from .progress import Degradations, JobReporter, JobSignals, RunningJob, RunningJobs
 from .threads import Blocking
-from .writer import outbox_for
+from .writer import Outbox, OutboxFull, content_hash, outbox_for, outputs_intact
 
 log = logging.getLogger(__name__)
 
 Transcribe = Callable[[Path, threading.Event, Reporter], Transcript]
 UNEXPECTED_BACKOFF_SECONDS = 5.0
+OUTBOX_RETRY_FIRST_SECONDS = 1.0  # a full outbox is tried again after this, then twice as long
+OUTBOX_RETRY_MAX_SECONDS = 30.0
 
 
 class Worker:
@@ -61,6 +64,8 @@ class Worker:
                     continue
                 with log_context(job_id=job.id):
                     await self._run_job(job)
+            except JournalUnavailable:  # said once by the journal, and in /healthz
+                await asyncio.sleep(UNEXPECTED_BACKOFF_SECONDS)
             except Exception:
                 log.exception("worker %d: unexpected error; going on in %.0f s", number,
                               UNEXPECTED_BACKOFF_SECONDS)
@@ -93,6 +98,8 @@ class Worker:
             code, reason = problem
             await self._outcomes.canceled(job, reason, code)
             return
+        if job.written is not None and await self._done_earlier(job, job.written):
+            return
         run = self._running.start(job)
         log.info("started %r (attempt %d of %d)", job.rel_path, job.attempts,
                  config.jobs.max_attempts)
@@ -108,7 +115,7 @@ class Worker:
         try:
             transcript = await self._blocking(self._transcribe, path, run.cancel, reporter)
             reporter.writing()
-            outputs = await self._blocking(self._write, job, transcript)
+            outputs = await self._write(run, transcript, time.monotonic() - started)
         except Exception as exc:  # every failure is data for one decision below
             await self._failed(run, exc)
         else:
@@ -117,7 +124,10 @@ class Worker:
 
     async def _failed(self, run: RunningJob, exc: Exception) -> None:
         job, outcomes = run.job, self._outcomes
-        if isinstance(exc, Cancelled):
+        if daemon_short(exc):  # out of descriptors: not the job's fault
+            await outcomes.short(job, str(exc))
+            await asyncio.sleep(self._live.current.jobs.retry_backoff_seconds)
+        elif isinstance(exc, Cancelled):
             if self._stopping.is_set():
                 await outcomes.interrupted(job)
             else:
@@ -132,9 +142,63 @@ class Worker:
             log.error("unexpected error on %r", job.rel_path, exc_info=exc)
             await outcomes.retry_or_fail(job, "internal", f"{type(exc).__name__}: {exc}")
 
-    def _write(self, job: Job, transcript: Transcript) -> list[str]:
-        outbox = outbox_for(self._live.current)
+    async def _done_earlier(self, job: Job, written: dict[str, Any]) -> bool:
+        """A job killed after its outputs' renames and before the journal recorded it done:
+        when every output it noted is still whole, it is done without running the models
+        again. Otherwise the note is stale and forgotten, and the job runs as usual."""
+        if await self._blocking(outputs_intact, written.get("outputs", {})):
+            await self._outcomes.done_earlier(job, written)
+            return True
+        await self._blocking(record_written, self._journal, job.id, None)
+        return False
+
+    async def _write(self, run: RunningJob, transcript: Transcript,
+                     elapsed: float) -> list[str]:
+        job, outbox = run.job, outbox_for(self._live.current)
         if transcript.no_speech:
-            outbox.error_path(job.rel_path).unlink(missing_ok=True)
+            await self._blocking(outbox.clear_error, job.rel_path)
             return []
-        return [str(p) for p in outbox.write(job.rel_path, transcript)]
+        planned = await self._blocking(outbox.plan, job.rel_path, transcript)
+        await self._blocking(self._note_written, job, transcript, planned, elapsed)
+        await self._write_when_room(run, outbox, planned)
+        return [str(p) for p in planned]
+
+    def _note_written(self, job: Job, transcript: Transcript, planned: dict[Path, str],
+                      elapsed: float) -> None:
+        """Tell the journal what is about to be renamed into place (see _done_earlier)."""
+        written = {"outputs": {str(p): content_hash(text) for p, text in planned.items()},
+                   "language": transcript.language, "audio_seconds": transcript.duration,
+                   "processing_seconds": elapsed, "cues": len(transcript.cues)}
+        try:
+            record_written(self._journal, job.id, written)
+        except JournalUnavailable as exc:  # the outcome waits for the journal anyway
+            log.warning("writing the outputs of %r unnoted (%s): a crash before the journal "
+                        "records it would transcribe it again", job.rel_path, exc)
+
+    async def _write_when_room(self, run: RunningJob, outbox: Outbox,
+                               planned: dict[Path, str]) -> None:
+        """A full outbox is no job's fault and would fail every job alike: the job keeps its
+        transcript and waits (running, not charged; /healthz says "outbox full"), trying the
+        write again with a growing pause until it works, the daemon stops or it is canceled."""
+        delay = OUTBOX_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                await self._blocking(outbox.write_planned, run.job.rel_path, planned)
+            except OutboxFull as exc:
+                self._degradations.report("outbox", f"outbox full: {exc} ({outbox.root})",
+                                          run.job.id, holds_jobs=True)
+                await self._pause(run, delay)
+                delay = min(delay * 2, OUTBOX_RETRY_MAX_SECONDS)
+            else:
+                self._degradations.clear("outbox")
+                return
+
+    async def _pause(self, run: RunningJob, seconds: float) -> None:
+        """Sleep up to `seconds`; Cancelled as soon as the job is canceled or the daemon
+        stops (the stop requeues it, uncharged)."""
+        deadline = time.monotonic() + seconds
+        while not (self._stopping.is_set() or run.cancel.is_set()):
+            if time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(min(0.5, seconds))
+        raise Cancelled(run.cancel_reason or "canceled")

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -197,6 +198,13 @@ class DaemonProcess:
 
     def status(self) -> dict[str, Any]:
         return self.get("/status")
+
+    def healthz(self) -> dict[str, Any]:
+        """/healthz's body, whether it answers 200 (ok) or 503 (degraded, with reasons)."""
+        try:
+            return dict(self.get("/healthz"))
+        except urllib.error.HTTPError as exc:
+            return dict(json.load(exc))
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 120,
                  what: str = "condition") -> Any:

@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
     ({"jobs": {"workers": 0}}, "jobs.workers"),
     ({"jobs": {"workers": 1.5}}, "jobs.workers"),
     ({"jobs": {"on_success": "archive"}}, "jobs.on_success"),
+    ({"jobs": {"max_duration": -1}}, "jobs.max_duration"),
+    ({"jobs": {"max_duration": "6h"}}, "jobs.max_duration"),
     ({"output": {"formats": ["srt", "docx"]}}, "output.formats"),
     ({"output": {"name_template": "{stem}.srt"}}, "output.name_template"),
     ({"output": {"name_template": "../{stem}.{ext}"}}, "output.name_template"),
@@ -54,6 +56,11 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert config.paths.outbox == tmp_path / "outbox"
     assert config.watch.settle_seconds == 2.0 and isinstance(config.watch.settle_seconds, float)
     assert config.output.max_line_chars == Config().output.max_line_chars
+
+
+def test_max_duration_defaults_to_six_hours_and_zero_turns_it_off() -> None:
+    assert config_from_dict({}, base=ROOT).jobs.max_duration == 21600.0
+    assert config_from_dict({"jobs": {"max_duration": 0}}, base=ROOT).jobs.max_duration == 0
 
 
 def test_shipped_config_is_the_defaults() -> None:

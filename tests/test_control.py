@@ -35,6 +35,15 @@ def test_live_values_apply_and_restart_only_values_wait(tmp_path: Path) -> None:
         (old.whisper, old.watch.mode, old.http.port)
 
 
+def test_the_stream_cap_applies_live_and_the_history_budget_waits(tmp_path: Path) -> None:
+    old = config(tmp_path)
+    new = config(tmp_path, http={"max_event_streams": 8, "history_bytes": 1 << 20})
+    merge = merge_config(old, new)
+    assert merge.restart_needed == ["http.history_bytes"]  # the bus was sized at start
+    assert merge.config.http.max_event_streams == 8  # read at each new stream
+    assert merge.config.http.history_bytes == old.http.history_bytes
+
+
 def test_the_same_config_applies_nothing(tmp_path: Path) -> None:
     merge = merge_config(config(tmp_path), config(tmp_path))
     assert merge.applied == [] and merge.restart_needed == []

@@ -145,6 +145,19 @@ def test_transcribe_command(tmp_path: Path, short_wav: Path, short_speech) -> No
     assert failed.returncode == 1 and "not a readable media file" in failed.stderr
 
 
+def test_transcribe_gives_two_files_of_one_stem_two_subtitles(tmp_path: Path,
+                                                               short_wav: Path) -> None:
+    """`transcribe a.wav a.flac`: the daemon's naming rule, so neither overwrites the other."""
+    for name in ("a.wav", "a.flac"):
+        shutil.copy(short_wav, tmp_path / name)
+    out = subprocess.run([sys.executable, "-m", "daemon", "transcribe", str(tmp_path / "a.wav"),
+                          str(tmp_path / "a.flac")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "a.wav.en.srt").is_file() and (tmp_path / "a.flac.en.srt").is_file()
+    assert not (tmp_path / "a.en.srt").exists()
+
+
 def test_stop_past_the_grace_period_leaves_anyway(daemon_factory, tmp_path: Path) -> None:
     """A grace of 0 s: the inference still running is abandoned, the job stays queued."""
     d = transcribing_long_file(daemon_factory, tmp_path, grace=0)

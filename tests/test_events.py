@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 from daemon.events import EventBus, priority_of
@@ -78,3 +79,65 @@ async def test_ids_never_go_backwards_across_restarts(tmp_path: Path) -> None:
         assert again.bus.publish("signal.degraded", None, {}).id > last
     finally:
         await again.shutdown()
+
+
+# ---------------------------------------------------------------------------- bounded history
+
+def _publish_job(bus: EventBus, job_id: str, cues: int, finished: bool = True) -> None:
+    """The events one job publishes, shaped as the pipeline's (drafts, word-timed finals)."""
+    bus.publish("signal.job_started", job_id, {"attempt": 1, "max_attempts": 3})
+    for n in range(cues):
+        text = f"cue number {n} of a job that says a few ordinary words"
+        bus.publish("progress.overall", job_id, {"phase": "transcribe", "percent": n / cues,
+                                                 "message": "", "status": "running"})
+        bus.publish("subtitle.draft", job_id, {"temp_id": f"{job_id}:{n}", "text": text,
+                                               "start": n * 2.0, "end": n * 2.0 + 1.5,
+                                               "confidence": 0.9, "is_draft": True})
+        bus.publish("subtitle.overwrite", job_id, {
+            "target_temp_id": f"{job_id}:{n}", "target_temp_ids": [f"{job_id}:{n}"],
+            "text": text, "lines": [text], "start": n * 2.0, "end": n * 2.0 + 1.5,
+            "is_draft": False,
+            "words": [{"word": w, "start": n * 2.0 + i * 0.1, "end": n * 2.0 + i * 0.1 + 0.08,
+                       "probability": 0.91} for i, w in enumerate(text.split())]})
+    if finished:
+        bus.publish("signal.job_done", job_id, {"result": "ok", "outputs": [f"/o/{job_id}.srt"]})
+
+
+async def test_history_stays_within_its_byte_budget_dropping_finished_jobs_first() -> None:
+    bus = EventBus(history_size=1000, history_bytes=800_000)
+    bus.bind(asyncio.get_running_loop())
+    _publish_job(bus, "0" * 16, 20)  # the oldest, finished
+    _publish_job(bus, "1" * 16, 20, finished=False)  # older than the rest, still running
+    for n in range(2, 200):
+        _publish_job(bus, f"{n:016x}", 20)
+    assert bus.history_bytes <= 800_000
+    assert not bus.has_job("0" * 16)  # finished and oldest: gone
+    assert bus.has_job("1" * 16)  # unfinished: kept while finished jobs could go instead
+    assert len(bus.history("1" * 16)) == 1 + 3 * 20
+    assert bus.has_job(f"{199:016x}") and len(bus.history(f"{199:016x}")) == 2 + 3 * 20
+    assert sum(bus.has_job(f"{n:016x}") for n in range(2, 200)) < 198  # the oldest went
+
+
+async def test_one_job_alone_over_the_budget_keeps_its_newest_events() -> None:
+    bus = EventBus(history_size=100_000, history_bytes=100_000)
+    bus.bind(asyncio.get_running_loop())
+    _publish_job(bus, "2" * 16, 2000, finished=False)
+    events = bus.history("2" * 16)
+    assert bus.history_bytes <= 100_000 and events
+    assert events[-1].type == "subtitle.overwrite" and events[-1].payload["start"] == 3998.0
+
+
+def test_a_full_history_measured_stays_within_its_budget() -> None:
+    """tracemalloc, not an estimate: what the bus holds after far more than fits."""
+    budget = 2 * 1024 * 1024  # unbounded, these events would hold about 40 MiB
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        bus = EventBus(history_size=1000, history_bytes=budget)
+        for n in range(150):
+            _publish_job(bus, f"{n:016x}", 50)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert bus.published == 150 * (2 + 3 * 50)
+    assert held <= budget, f"{held / 2**20:.1f} MiB held for a {budget / 2**20:.0f} MiB budget"

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import shlex
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
-from daemon.journal import Identity, Journal
+import pytest
+
+from daemon.journal import Identity, Journal, JournalCorrupt, JournalUnavailable
 
 
 def open_journal(tmp_path: Path, attempts: int = 3) -> Journal:
     return Journal(tmp_path / "state" / "journal.sqlite3", attempts)
+
+
+def recovered(j: Journal) -> tuple[int, int]:
+    """recover(): how many were requeued, how many failed for good."""
+    requeued, failed = j.recover()
+    return requeued, len(failed)
 
 
 def test_identity_is_admitted_once(tmp_path: Path) -> None:
@@ -46,13 +56,43 @@ def test_crash_recovery_requeues_then_gives_up(tmp_path: Path) -> None:
     assert j.claim().attempts == 1
     j.close()  # the process dies while the job is 'running'
     j = open_journal(tmp_path, attempts=2)
-    assert j.recover() == (1, 0)  # requeued, attempt still charged
+    assert recovered(j) == (1, 0)  # requeued, attempt still charged
     assert j.claim().attempts == 2
     j.close()  # dies again
     j = open_journal(tmp_path, attempts=2)
-    assert j.recover() == (0, 1)  # out of attempts: failed for good
+    requeued, (gave_up,) = j.recover()  # out of attempts: failed for good
     (failed,) = j.list_jobs("failed")
     assert failed.error == "crashed" and "2 times" in failed.message
+    assert requeued == 0 and gave_up == failed  # handed back for its error file
+
+
+def test_crash_with_several_running_charges_none_and_isolates_them(tmp_path: Path) -> None:
+    """An OOM kill while two files run: it cannot say which file did it, so neither is charged;
+    each then runs alone, and a crash while one runs alone is that file's."""
+    j = open_journal(tmp_path, attempts=2)
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        j.admit(Identity(name, 5, 5))
+    a, b = j.claim(), j.claim()
+    j.close()  # killed with a and b running
+    j = open_journal(tmp_path, attempts=2)
+    assert recovered(j) == (2, 0)
+    assert [j.get(x.id).attempts for x in (a, b)] == [0, 0]
+    assert j.get(a.id).error == "crash_suspect"
+    first = j.claim()
+    assert first.id == a.id and j.claim() is None  # a runs alone: b waits, and so does c
+    j.finish(first.id, [], "en", "ok", 1.0, 1.0)
+    second = j.claim()
+    assert second.id == b.id and j.claim() is None
+    j.close()  # killed again, b alone: b's fault
+    j = open_journal(tmp_path, attempts=2)
+    assert recovered(j) == (1, 0) and j.get(b.id).attempts == 1
+    assert j.claim().id == b.id
+    j.close()
+    j = open_journal(tmp_path, attempts=2)
+    assert recovered(j) == (0, 1) and j.get(b.id).state == "failed"
+    third = j.claim()
+    assert third.rel_path == "c.mp4"
+    assert third.attempts == 1 and j.claim() is None
 
 
 def test_retry_wait_and_requeue_refund(tmp_path: Path) -> None:
@@ -118,12 +158,52 @@ def test_a_failed_transaction_releases_the_lock(tmp_path: Path) -> None:
     j = open_journal(tmp_path)
     other = sqlite3.connect(j.path, timeout=0)
     other.execute("BEGIN EXCLUSIVE")  # another writer holds the database
-    j._db.execute("PRAGMA busy_timeout = 0")
-    try:
-        j.admit(Identity("busy.wav", 1, 1))
-    except sqlite3.OperationalError:
-        pass
-    else:
-        raise AssertionError("the admit should have met a locked database")
+    with pytest.raises(JournalUnavailable, match="database is locked"):
+        j.admit(Identity("busy.wav", 1, 1))  # after the bounded wait for the lock
     other.rollback()
     assert j.admit(Identity("busy.wav", 1, 1)) is not None  # not wedged
+
+
+def test_reads_go_on_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
+    """A write stuck behind another process's lock used to hold the one connection's lock for
+    its whole 30 s wait, and every read (/status) waited behind it. Reads have their own
+    connection now and the journal says what is wrong until a write works again."""
+    j = open_journal(tmp_path)
+    job = j.admit(Identity("a.wav", 1, 1))
+    other = sqlite3.connect(j.path, timeout=0)
+    other.execute("BEGIN EXCLUSIVE")
+    met: list[BaseException] = []
+
+    def claim() -> None:  # a worker's claim, waiting (WRITE_WAIT_SECONDS) for the lock
+        try:
+            j.claim()
+        except JournalUnavailable as exc:
+            met.append(exc)
+
+    stuck = threading.Thread(target=claim)
+    stuck.start()
+    time.sleep(0.5)  # let it start waiting
+    try:
+        assert j.counts()["queued"] == 1 and j.get(job.id).state == "queued"
+        assert j.known(Identity("a.wav", 1, 1))
+        assert stuck.is_alive()  # the reads did not wait for the claim to give up
+    finally:
+        stuck.join()
+    assert len(met) == 1 and j.problem == "cannot write the journal: database is locked"
+    other.rollback()
+    assert j.claim().id == job.id and j.problem is None
+
+
+def test_a_corrupt_file_is_named_with_the_way_out(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "journal.sqlite3"
+    open_journal(tmp_path).close()
+    with open(path, "r+b") as f:
+        f.write(b"garbage " * 16)  # over the header
+    with pytest.raises(JournalCorrupt) as caught:
+        open_journal(tmp_path)
+    message = str(caught.value)
+    assert str(path) in message and "not a database" in message
+    move = message[message.index("mv "):].split(";")[0]
+    assert shlex.split(move) == ["mv", str(path), f"{path}.broken"]
+    path.rename(f"{path}.broken")
+    assert open_journal(tmp_path).counts()["queued"] == 0  # a fresh journal

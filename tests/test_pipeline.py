@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from daemon.domain import Cue, Draft
 from daemon.errors import Cancelled, InputError
 from daemon.models import ModelCache
 from daemon.pipeline import NullReporter, Pipeline, style_limits
-from daemon.pipeline.decode import decode
+from daemon.pipeline.decode import DecodeLimits, DecodeStage, decode
+from testkit.daemon import make_config
 from testkit.media import FORMATS, SR, Speech, encode, write_wav
 from testkit.speech import wer
 
@@ -134,3 +136,91 @@ def test_model_loaded_once_across_files(pipeline: Pipeline, cache: ModelCache,
     whisper = next(v for k, v in stats.items() if k.startswith("whisper"))
     assert whisper["load_count"] == 1 and whisper["hits"] >= 1
 
+
+
+# ---------------------------------------------------------------------------- decode: hostile input
+
+def tone(seconds: float) -> np.ndarray:
+    return (np.sin(np.arange(int(SR * seconds)) / 7) * 0.3).astype(np.float32)
+
+
+def test_concat_list_is_refused_before_it_reads_what_it_names(tmp_path: Path) -> None:
+    """A text file named .mp4 that FFmpeg would probe as a concat list: it must not decode the
+    file it names (a private file through a symlink with an extension the watcher ignores)."""
+    write_wav(tmp_path / "private" / "secret.wav", tone(2.0))
+    (tmp_path / "s.dat").symlink_to(tmp_path / "private" / "secret.wav")
+    leak = tmp_path / "leak.mp4"
+    leak.write_text("ffconcat version 1.0\nfile s.dat\n")
+    with pytest.raises(InputError) as info:
+        decode(leak)
+    assert info.value.code == "unsafe_container" and "concat" in str(info.value)
+
+
+@pytest.mark.parametrize("name, text, code", [
+    ("loop.mp4", "ffconcat version 1.0\nfile loop.mp4\n", "unsafe_container"),
+    ("list.mkv", "ffconcat version 1.0\n" + "file a.mp3\n" * 2000, "unsafe_container"),
+    # read from a descriptor FFmpeg has no file name to probe HLS by: not media at all
+    ("playlist.m3u8", "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\na.mp3\n"
+                      "#EXT-X-ENDLIST\n", "not_media"),
+])
+def test_reference_formats_are_refused(tmp_path: Path, name: str, text: str, code: str) -> None:
+    """A self-referencing list, a list repeating one file 2000 times, an HLS playlist (where a
+    user watches .m3u8): none is a media file, all are refused at once as permanent errors."""
+    encode(tmp_path / "a.mp3", tone(2.0))
+    (tmp_path / name).write_text(text)
+    with pytest.raises(InputError) as info:
+        decode(tmp_path / name)
+    assert info.value.code == code
+
+
+def decode_only(root: Path, **jobs: object) -> Pipeline:
+    """The daemon's decode stage alone, on a config whose inbox is `root/inbox`."""
+    return Pipeline(make_config(root, jobs=dict(jobs)), ModelCache(1), stages=[DecodeStage()])
+
+
+def test_symlink_repointed_out_of_the_inbox_is_not_read(tmp_path: Path) -> None:
+    """alias.wav was admitted pointing inside the inbox, then re-pointed at a private file of
+    the same size and mtime (so the worker's identity check passes): the read is refused."""
+    inbox = tmp_path / "inbox"
+    inside = write_wav(inbox / "real.wav", tone(1.0))
+    secret = write_wav(tmp_path / "private" / "secret.wav", tone(1.0) * 0.5)
+    st = inside.stat()
+    os.utime(secret, ns=(st.st_atime_ns, st.st_mtime_ns))
+    (inbox / "alias.wav").symlink_to(inside)
+    pipeline = decode_only(tmp_path)
+    assert pipeline.run(inbox / "alias.wav").duration == pytest.approx(1.0, abs=0.01)
+    (inbox / "alias.wav").unlink()
+    (inbox / "alias.wav").symlink_to(secret)
+    with pytest.raises(InputError) as info:
+        pipeline.run(inbox / "alias.wav")
+    assert info.value.code == "outside_inbox"
+
+
+def test_max_duration_refuses_from_the_container_before_decoding(tmp_path: Path) -> None:
+    path = write_wav(tmp_path / "long.wav", tone(3.0))
+    seen: list[float] = []
+    with pytest.raises(InputError) as info:
+        decode(path, progress=seen.append, limits=DecodeLimits(max_seconds=1.0))
+    assert info.value.code == "too_long" and "jobs.max_duration" in str(info.value)
+    assert seen == []  # refused from the header, not after decoding it
+
+
+def test_max_duration_holds_when_the_header_lies(tmp_path: Path) -> None:
+    """An MKV whose header claims 0.5 s but holds 3 s: counted while decoding, refused at 1 s."""
+    path = encode(tmp_path / "lie.mkv", tone(3.0))
+    data = bytearray(path.read_bytes())
+    at = data.find(b"\x44\x89\x88")  # the segment's Duration, a float64 in milliseconds
+    data[at + 3:at + 11] = struct.pack(">d", 500.0)
+    path.write_bytes(data)
+    assert decode(path).duration > 2.9  # the whole file decodes without a limit
+    with pytest.raises(InputError) as info:
+        decode(path, limits=DecodeLimits(max_seconds=1.0))
+    assert info.value.code == "too_long"
+
+
+def test_decoded_bytes_guard(tmp_path: Path) -> None:
+    path = write_wav(tmp_path / "a.wav", tone(3.0))
+    with pytest.raises(InputError) as info:
+        decode(path, limits=DecodeLimits(max_seconds=0, max_bytes=100_000))
+    assert info.value.code == "too_large"
+    assert decode(path, limits=DecodeLimits(max_seconds=0, max_bytes=10**7)).duration > 2.9

@@ -6,6 +6,7 @@ import pytest
 
 from daemon.domain import Cue, Segment, Transcript, Word
 from daemon.subtitles import (
+    MAX_DELAY_SECONDS,
     CueStream,
     StyleLimits,
     build_cues,
@@ -125,6 +126,28 @@ def test_short_cue_is_extended_into_free_time() -> None:
     assert cue.end == pytest.approx(1.8)
 
 
+def spoken_in(text: str, start: float, seconds: float) -> list[Word]:
+    """`text` spoken back to back over exactly `seconds` (no pause inside)."""
+    tokens = text.split()
+    step = seconds / len(tokens)
+    return [Word(" " + t, round(start + k * step, 3), round(start + (k + 1) * step, 3))
+            for k, t in enumerate(tokens)]
+
+
+def test_dense_run_with_no_time_to_spare_delays_the_next_cue_a_little() -> None:
+    """Three sentences of about 50 characters back to back (no two fit one cue), the middle
+    one spoken 2 % faster than 20 cps allows and neither neighbour with time to spare: the middle
+    cue gets its reading time by starting the next one up to `MAX_DELAY_SECONDS` late, not by
+    breaking the limit."""
+    first = spoken_in("The first sentence of this run has fifty letters.", 0.0, 2.45)
+    second = spoken_in("The second one is spoken just a little too fast ok.", 2.533, 2.5)
+    third = spoken_in("The third sentence of this run has fifty letters.", 5.116, 2.45)
+    cues = build_cues([seg(first + second + third)], LIMITS)
+    assert [c.text[:9] for c in cues] == ["The first", "The secon", "The third"]
+    assert_within_limits(cues)
+    assert 5.116 < cues[2].start <= 5.116 + MAX_DELAY_SECONDS
+
+
 def test_end_is_clamped_to_media_duration() -> None:
     (cue,) = build_cues([seg([Word(" Bye.", 4.8, 4.95)])], LIMITS, duration=5.0)
     assert cue.end <= 5.0
@@ -141,6 +164,18 @@ def test_srt_and_vtt_text() -> None:
         "1\n00:00:00,500 --> 00:00:02,250\nHello,\nworld.\n\n"
         "2\n01:01:01,001 --> 01:01:02,500\nLater.\n")
     assert to_vtt(cues).startswith("WEBVTT\n\n00:00:00.500 --> 00:00:02.250\nHello,\nworld.\n")
+
+
+def test_vtt_escapes_markup_in_cue_text() -> None:
+    """WebVTT reads `&`, `<` and `>` as markup (entities, tags, the `-->` arrow): cue text
+    must carry them escaped, or a player shows garbage or drops the cue."""
+    cues = [Cue(0.0, 1.5, ("Tom & Jerry <3", "a --> b")), Cue(2.0, 3.0, ("<i>not a tag</i>",))]
+    vtt = to_vtt(cues)
+    body = vtt.split("\n\n", 1)[1]
+    assert "Tom &amp; Jerry &lt;3\na --&gt; b\n" in body
+    assert "&lt;i&gt;not a tag&lt;/i&gt;" in body
+    assert body.count("-->") == 2  # only the two timing lines
+    assert "Tom & Jerry <3" in to_srt(cues)  # SRT stays plain text
 
 
 def test_render_all_formats() -> None:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from daemon.cli import EXIT_JOURNAL_CORRUPT
 from daemon.notify import Notifier
 from testkit.daemon import ROOT, write_toml
 from testkit.speech import long_speech_wav
@@ -140,10 +146,14 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
                       "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=",
                       "ProtectHome=", "PrivateTmp=yes", "ProtectKernelTunables=",
                       "ProtectControlGroups=", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
-                      "LockPersonality=yes", "MemoryMax=", "RequiresMountsFor=", "User="):
+                      "LockPersonality=yes", "MemoryMax=", "RequiresMountsFor=", "User=",
+                      "StateDirectoryMode=0750", "DevicePolicy=closed", "IPAddressDeny=any",
+                      "IPAddressAllow=localhost"):
         assert directive in unit, directive
     stop = int(re.search(r"TimeoutStopSec=(\d+)", unit).group(1))
     assert stop > 20  # longer than the default jobs.grace_seconds
+    # a corrupt journal is not restarted in a loop: the daemon's exit code for it
+    assert f"RestartPreventExitStatus={EXIT_JOURNAL_CORRUPT}\n" in unit
     # verify the unit as installed here: ExecStart must name an executable that exists
     local = tmp_path / "subwatch.service"
     local.write_text(unit.replace("/opt/subwatch/.venv/bin/subwatch",
@@ -175,3 +185,69 @@ def test_install_service_stages_under_destdir(tmp_path: Path) -> None:
                               "--version"], capture_output=True, text=True, timeout=60,
                              cwd=tmp_path)
     assert version.returncode == 0 and "subwatch" in version.stdout
+    modes = {rel: stat.S_IMODE((stage / rel).stat().st_mode) for rel in STAGED_MODES}
+    assert modes == STAGED_MODES  # staged: the modes, no owners (the package makes those)
+
+
+# What install-service leaves: the token and the journal are the service group's only.
+STAGED_MODES = {"etc/subwatch": 0o750, "etc/subwatch/config.toml": 0o640,
+                "var/lib/subwatch": 0o750, "srv/subwatch": 0o750, "srv/subwatch/inbox": 0o750,
+                "srv/subwatch/outbox": 0o750, "etc/systemd/system/subwatch.service": 0o644}
+
+
+def test_unit_with_the_example_drop_ins_passes_verify(tmp_path: Path) -> None:
+    """gpu.conf.example and network.conf.example as drop-ins: systemd reads every line."""
+    unit = (ROOT / "systemd" / "subwatch.service").read_text()
+    (tmp_path / "subwatch.service").write_text(unit.replace(
+        "/opt/subwatch/.venv/bin/subwatch", str(ROOT / ".venv" / "bin" / "subwatch")))
+    drop_ins = tmp_path / "subwatch.service.d"
+    drop_ins.mkdir()
+    for name in ("gpu", "network", "nas-mounts"):
+        shutil.copy(ROOT / "systemd" / f"{name}.conf.example", drop_ins / f"{name}.conf")
+    assert "DeviceAllow=char-nvidia* rw\n" in (drop_ins / "gpu.conf").read_text()
+    out = subprocess.run([verify_tool(), "verify", "subwatch.service"], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path,
+                         env=dict(os.environ, SYSTEMD_UNIT_PATH=f"{tmp_path}:"))
+    problems = [line for line in (out.stdout + out.stderr).splitlines() if "subwatch" in line]
+    assert out.returncode == 0 and not problems, out.stdout + out.stderr
+
+
+@pytest.fixture
+def service_user() -> Iterator[str]:
+    """A name for the service account that does not exist yet; removed afterwards."""
+    name = f"swtest{secrets.token_hex(4)}"
+    yield name
+    subprocess.run(["userdel", name], capture_output=True, timeout=60)
+    subprocess.run(["groupdel", name], capture_output=True, timeout=60)
+
+
+def test_install_service_files_locks_down_the_token_and_the_journal(
+        tmp_path: Path, service_user: str) -> None:
+    """A real install (no DESTDIR; these tests run as root), moved under tmp_path: it creates
+    the service account, keeps an existing config with a token but makes it 0640 for the
+    service group (it was world-readable), and gives the state and data folders to it, 0750."""
+    root = tmp_path / "root"
+    etc = root / "etc" / "subwatch"
+    etc.mkdir(parents=True)
+    (etc / "config.toml").write_text('[http]\ntoken = "secret"\n')
+    (etc / "config.toml").chmod(0o644)
+    dirs = {"PREFIX": "opt/subwatch", "SYSCONFDIR": "etc", "UNITDIR": "etc/systemd/system",
+            "DATADIR": "srv/subwatch", "STATEDIR": "var/lib/subwatch"}
+    out = subprocess.run(["make", "-s", "install-service-files", f"SERVICE_USER={service_user}",
+                          *(f"{k}={root / v}" for k, v in dirs.items())],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    uid, gid = pwd.getpwnam(service_user).pw_uid, grp.getgrnam(service_user).gr_gid
+    assert pwd.getpwnam(service_user).pw_shell == "/usr/sbin/nologin"
+    assert (etc / "config.toml").read_text() == '[http]\ntoken = "secret"\n'  # kept
+    owners = {rel: ((root / rel).stat().st_uid, (root / rel).stat().st_gid,
+                    stat.S_IMODE((root / rel).stat().st_mode)) for rel in STAGED_MODES}
+    assert owners == {
+        "etc/subwatch": (0, gid, 0o750), "etc/subwatch/config.toml": (0, gid, 0o640),
+        "var/lib/subwatch": (uid, gid, 0o750), "srv/subwatch": (uid, gid, 0o750),
+        "srv/subwatch/inbox": (uid, gid, 0o750), "srv/subwatch/outbox": (uid, gid, 0o750),
+        "etc/systemd/system/subwatch.service": (0, 0, 0o644)}
+    unit = (root / "etc/systemd/system/subwatch.service").read_text()
+    assert f"User={service_user}\nGroup={service_user}\n" in unit
+    assert f"--config {etc / 'config.toml'}" in unit
+    assert (root / "opt/subwatch/systemd/gpu.conf.example").exists()

@@ -7,6 +7,7 @@ each path is reached on purpose and quickly.
 
 from __future__ import annotations
 
+import errno
 import json
 import threading
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from daemon.errors import InputError, TransientError
+from daemon.errors import InputError, TransientError, classify_os_error
 from daemon.events import EventType
 from daemon.service import Service
 from testkit.daemon import base_url, jobs_of, make_config, run_burst, running_service, wait_until
@@ -48,6 +49,18 @@ async def test_transient_failure_backs_off_then_succeeds(tmp_path: Path) -> None
     assert retrying["error"] == "io_error" and retrying["retry_in_seconds"] == 0.2
     events = service.bus.history(job["id"], types=["signal.job_retrying", "signal.job_started"])
     assert events[2].timestamp - events[1].timestamp >= 0.19  # the backoff was waited out
+
+
+async def test_running_out_of_descriptors_never_charges_the_job(tmp_path: Path) -> None:
+    """EMFILE is the daemon's shortage (too many readers, a leak), not the file's: three in a
+    row, with three attempts allowed, and the job still ends done on its first attempt."""
+    emfile = OSError(errno.EMFILE, "Too many open files")
+    pipeline = ScriptedPipeline(failures=[classify_os_error(emfile, "cannot read the file"),
+                                          emfile, classify_os_error(emfile, "cannot write")])
+    drop(tmp_path)
+    await run_burst(make_config(tmp_path, jobs={"max_attempts": 3}), transcribe=pipeline)
+    (job,) = jobs_of(tmp_path)
+    assert (job["state"], job["attempts"], pipeline.calls) == ("done", 1, 4)
 
 
 @pytest.mark.parametrize("failure, code", [
@@ -85,7 +98,7 @@ async def test_cancel_between_two_segments_over_http(tmp_path: Path) -> None:
         drop(tmp_path)
         await wait_until(pipeline.held.is_set, 30, "two segments out")
         (job_id,) = list(service.running)
-        resp = await http.post(f"{base_url(service)}/jobs/{job_id}/cancel")
+        resp = await http.post(f"{base_url(service)}/jobs/{job_id}/cancel", json={})
         assert (await resp.json())["state"] == "canceling"
         await wait_until(lambda: service.journal.get(job_id).state == "canceled", 30, "cancel")
         job = await (await http.get(f"{base_url(service)}/jobs/{job_id}")).json()
@@ -106,16 +119,16 @@ async def test_cancel_a_queued_job_and_retry_routes(tmp_path: Path) -> None:
         drop(tmp_path, "second.wav")
         await wait_until(lambda: service.journal.counts()["queued"] == 1, 30, "second queued")
         (queued,) = service.journal.list_jobs("queued")
-        resp = await http.post(f"{url}/jobs/{queued.id}/cancel")
+        resp = await http.post(f"{url}/jobs/{queued.id}/cancel", json={})
         assert resp.status == 200 and (await resp.json())["state"] == "canceled"
         pipeline.release.set()
         await wait_until(lambda: service.journal.counts()["done"] == 1, 30, "first done")
         (done,) = service.journal.list_jobs("done")
-        assert (await http.post(f"{url}/jobs/{done.id}/cancel")).status == 409
-        retried = await http.post(f"{url}/jobs/{queued.id}/retry")
+        assert (await http.post(f"{url}/jobs/{done.id}/cancel", json={})).status == 409
+        retried = await http.post(f"{url}/jobs/{queued.id}/retry", json={})
         assert retried.status == 200 and (await retried.json())["state"] == "queued"
         await wait_until(lambda: service.journal.counts()["done"] == 2, 30, "retried job done")
-        assert (await http.post(f"{url}/jobs/ffffffffffffffff/retry")).status == 404
+        assert (await http.post(f"{url}/jobs/ffffffffffffffff/retry", json={})).status == 404
     assert sorted(p.name for p in (tmp_path / "outbox").glob("*.srt")) == \
         ["first.en.srt", "second.en.srt"]
 
@@ -142,7 +155,7 @@ async def test_token_and_host_checks(tmp_path: Path) -> None:
                                headers={"Authorization": "Bearer nope"})).status == 401
         ok = await http.get(url + "/status", headers={"Authorization": "Bearer s3cret"})
         assert ok.status == 200
-        assert (await http.post(url + "/jobs/ffffffffffffffff/cancel")).status == 401
+        assert (await http.post(url + "/jobs/ffffffffffffffff/cancel", json={})).status == 401
         async with http.get(url + "/events?token=s3cret",
                             timeout=aiohttp.ClientTimeout(sock_read=None)) as stream:
             assert stream.status == 200

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from daemon.config import MEDIA_EXTENSIONS
 from daemon.domain import Cue, Transcript
+from daemon.errors import InputError, TransientError, classify_os_error
 from daemon.writer import Outbox, atomic_write, sweep_temp_files
 
 
@@ -67,3 +70,92 @@ def test_error_file_fields(tmp_path: Path) -> None:
     record = json.loads(path.read_text())
     assert set(record) == {"input", "error", "message", "attempts", "failed_at"}
     assert record["input"] == "sub/bad.mp4" and record["error"] == "not_media"
+
+
+def one_cue() -> Transcript:
+    return Transcript("en", 2.0, (), (Cue(0.0, 1.0, ("Hi.",)),))
+
+
+def inbox_with(tmp_path: Path, *names: str) -> tuple[Path, Outbox]:
+    inbox = tmp_path / "inbox"
+    for name in names:
+        (inbox / name).parent.mkdir(parents=True, exist_ok=True)
+        (inbox / name).write_bytes(b"media")
+    box = Outbox(tmp_path / "outbox", "{stem}.{lang}.{ext}", ["srt", "vtt"], inbox=inbox,
+                 extensions=MEDIA_EXTENSIONS)
+    return inbox, box
+
+
+def test_same_stem_inputs_get_distinct_outputs(tmp_path: Path) -> None:
+    """a.mp4 and a.mkv in one folder: each names its outputs after its whole file name, so
+    neither overwrites the other; a file whose stem nobody shares keeps the plain name."""
+    _inbox, box = inbox_with(tmp_path, "show/a.mp4", "show/a.MKV", "show/b.mp4")
+    mp4 = box.write("show/a.mp4", one_cue())
+    mkv = box.write("show/a.MKV", one_cue())
+    lone = box.write("show/b.mp4", one_cue())
+    assert [p.name for p in mp4] == ["a.mp4.en.srt", "a.mp4.en.vtt"]
+    assert [p.name for p in mkv] == ["a.MKV.en.srt", "a.MKV.en.vtt"]
+    assert [p.name for p in lone] == ["b.en.srt", "b.en.vtt"]
+    assert box.error_path("show/a.mp4") != box.error_path("show/a.MKV")
+    assert box.existing_subtitle("show/a.MKV", None) == mkv[0]
+
+
+def test_success_removes_only_its_own_error_file(tmp_path: Path) -> None:
+    """An error file written while a file was alone (plain name) is still its own: its later
+    success removes it, and never the error file of a sibling with the same stem."""
+    inbox, box = inbox_with(tmp_path, "c.mp4", "d.mkv")
+    own_old = box.write_error("c.mp4", "io_error", "share busy", 3)
+    sibling_old = box.write_error("d.mkv", "not_media", "no", 1)
+    (inbox / "c.mkv").write_bytes(b"media")
+    (inbox / "d.mp4").write_bytes(b"media")
+    sibling = box.write_error("c.mkv", "not_media", "not a readable media file", 1)
+    assert sibling.name == "c.mkv.error.json" and own_old.name == "c.error.json"
+    box.write("c.mp4", one_cue())
+    box.write("d.mp4", one_cue())
+    assert not own_old.exists()
+    assert sibling.exists() and sibling_old.exists()
+    assert json.loads(sibling_old.read_text())["input"] == "d.mkv"
+
+
+def test_long_names_fit_name_max_and_stay_distinct(tmp_path: Path) -> None:
+    """A 250-byte input name would give a 257-byte subtitle name: stems are cut to fit 255
+    bytes with a short hash of the whole name, so two long names stay apart."""
+    stem = "é" * 100 + "x" * 49  # 249 bytes: the input names are 254
+    first, second = f"{stem}1.wav", f"{stem}2.wav"
+    _inbox, box = inbox_with(tmp_path, first, second)
+    paths = [*box.write(first, one_cue()), *box.write(second, one_cue()),
+             box.write_error(first, "x", "y", 1), box.write_error(second, "x", "y", 1)]
+    assert all(len(os.fsencode(p.name)) <= 255 for p in paths)
+    assert len({p.name for p in paths}) == 6 and all(p.is_file() for p in paths)
+    assert box.target(first, "en", "srt") == paths[0]  # the same name every time
+    assert paths[0].name.startswith("é" * 100)
+    assert box.target("short.wav", "en", "srt").name == "short.en.srt"
+
+
+def test_os_errors_that_cannot_heal_are_permanent(tmp_path: Path) -> None:
+    """A name too long, an invalid argument, a read-only filesystem or a symlink loop fail the
+    same way on every retry: permanent. Storage trouble stays transient."""
+    with pytest.raises(OSError) as too_long:
+        (tmp_path / ("x" * 300)).write_text("x")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(OSError) as loop:
+        (tmp_path / "loop" / "x").write_text("x")
+    for exc in (too_long.value, loop.value, OSError(errno.EINVAL, "Invalid argument"),
+                OSError(errno.EROFS, "Read-only file system")):
+        assert isinstance(classify_os_error(exc, "cannot write"), InputError), exc
+    for code in (errno.ENOSPC, errno.EIO, errno.ENOENT, errno.EACCES):
+        assert isinstance(classify_os_error(OSError(code, "x"), "cannot write"), TransientError)
+
+
+def test_error_file_is_written_where_its_own_folder_cannot_be(tmp_path: Path) -> None:
+    """An outbox root longer than the inbox's pushes a deep folder past PATH_MAX: the error
+    file cannot go beside the subtitle, so it goes to the outbox root under a hashed name, with
+    `input` saying whose it is (a failed job always leaves its error file)."""
+    deep = "/".join(["d" * 200] * 20)  # 4 KiB of folders: fine in the inbox, not below a root
+    box = Outbox(tmp_path / ("o" * 250), "{stem}.{lang}.{ext}", ["srt"])  # 250 bytes longer
+    path = box.write_error(f"{deep}/bad.mp4", "not_media", "not a readable media file", 1)
+    assert path.parent == box.root and path.name.endswith(".error.json")
+    assert json.loads(path.read_text())["input"] == f"{deep}/bad.mp4"
+    assert box.write_error(f"{deep}/bad.mp4", "not_media", "again", 2) == path  # predictable
+    box.clear_error(f"{deep}/bad.mp4")
+    assert not path.exists()

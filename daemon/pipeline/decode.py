@@ -1,32 +1,104 @@
-"""Decode any container PyAV can open into 16 kHz mono float32, and say clearly why not.
+"""Decode any plain media file PyAV can open into 16 kHz mono float32, and say clearly why not.
 
 faster-whisper's own `decode_audio` silently skips undecodable frames and gives an empty array for
 a file with no audio; a daemon needs the reason instead (no audio stream, not media, corrupt), and
 a stop request honoured mid-file, so this is a small decoder of our own on the same library.
+
+A file in the inbox is hostile until proven otherwise, so the decoder also:
+- reads only what it opened itself: the path is resolved once, opened without following links,
+  checked (through the descriptor) to lie inside the inbox, and decoded from that descriptor, so
+  a symlink re-pointed after admission cannot redirect the read;
+- lets FFmpeg use only demuxers of self-contained media (`MEDIA_DEMUXERS`): a concat list,
+  a playlist or an image sequence names other files, which would read outside the inbox, repeat
+  one file into hours, or recurse until the process runs out of descriptors;
+- bounds the work (`DecodeLimits`): `jobs.max_duration`, checked from the container's own
+  duration before decoding and on the samples actually decoded (headers lie), and the bytes the
+  decoded audio holds.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from ..config import Config
 from ..domain import SAMPLE_RATE, Audio
 from ..errors import Cancelled, InputError, classify_os_error
-from ..models import ModelSpec
+from ..models import ModelSpec, memory_status
 from .base import JobState, StageContext
 
 # A file whose frames fail this often is damaged beyond what is worth transcribing.
 MAX_BAD_FRAME_RATIO = 0.5
 
+# FFmpeg demuxers that read one self-contained audio or video file (names as in
+# `container.format.name`). Everything else is refused: concat/ffconcat, hls, dash, image2,
+# sdp/rtsp, tee, lavfi and the like open other files or URLs by name.
+MEDIA_DEMUXERS = frozenset({
+    "mov", "mp4", "m4a", "matroska", "webm", "mp3", "wav", "w64", "flac", "ogg", "aac", "asf",
+    "avi", "mpegts", "mpeg", "flv", "aiff", "caf", "wv", "ape", "amr", "ac3", "eac3", "dts",
+    "truehd", "mlp", "au", "rm", "nut", "dv", "loas", "tta", "dsf", "mpc", "mpc8", "xwma",
+})
+# format_whitelist: FFmpeg refuses any other demuxer while probing, before it reads anything
+# the file names; enable_drefs=0: MOV's external data references stay off (FFmpeg's default).
+DEMUX_OPTIONS = {"format_whitelist": ",".join(sorted(MEDIA_DEMUXERS)), "enable_drefs": "0"}
+REFUSED_NOTE = ("concat lists, playlists, image sequences and other formats that refer to other "
+                "files are refused")
+
+# At the peak of joining the pieces, each sample is held as int16 (2 bytes) and float32 (4).
+PEAK_BYTES_PER_SAMPLE = 6
+
 ProgressFn = Callable[[float], None]
 
 
+@dataclass(frozen=True)
+class DecodeLimits:
+    """How much one input may cost: seconds of audio and bytes held (0 = no limit)."""
+
+    max_seconds: float = 0.0
+    max_bytes: int = 0
+
+    def check_declared(self, seconds: float | None) -> None:
+        """Early: the container's own duration, before anything is decoded."""
+        if self.max_seconds and seconds and seconds > self.max_seconds:
+            raise InputError("too_long", f"the file lasts {_clock(seconds)}, longer than "
+                                         f"jobs.max_duration = {self.max_seconds:g} s")
+
+    def check_decoded(self, samples: int) -> None:
+        """While decoding: what was really decoded (a header may claim less)."""
+        if self.max_seconds and samples > self.max_seconds * SAMPLE_RATE:
+            raise InputError("too_long", f"its audio runs past jobs.max_duration = "
+                                         f"{self.max_seconds:g} s ({_clock(self.max_seconds)})")
+        if self.max_bytes and samples * PEAK_BYTES_PER_SAMPLE > self.max_bytes:
+            raise InputError("too_large", f"its decoded audio would take more than "
+                                          f"{self.max_bytes / 2**30:.1f} GiB of memory, the most "
+                                          "one file may take here")
+
+
+def limits_for(config: Config) -> DecodeLimits:
+    """`jobs.max_duration`, and at most half the memory this process may use (the machine's, or
+    its cgroup's) for one file's decoded audio, whatever the duration limit says."""
+    try:
+        allowed = memory_status()[1]
+    except (OSError, ValueError, KeyError):
+        allowed = 0
+    return DecodeLimits(config.jobs.max_duration, allowed // 2)
+
+
+def confinement(path: Path, inbox: Path) -> Path | None:
+    """The folder a read of `path` must stay inside: the inbox for a path named in it (every
+    job), nothing for a file named elsewhere (`subwatch transcribe` on the user's own file)."""
+    return inbox if _inside(os.path.abspath(path), os.path.abspath(inbox)) else None
+
+
 class DecodeStage:
-    """Any container PyAV reads → 16 kHz mono float32."""
+    """Any plain media file PyAV reads → 16 kHz mono float32."""
 
     name = "decode"
     weight = 10.0
@@ -36,22 +108,26 @@ class DecodeStage:
 
     def __call__(self, state: JobState, ctx: StageContext) -> JobState:
         ctx.report.progress(0.0, "decoding")
-        audio = decode(state.path, ctx.cancel, ctx.report.progress)
+        audio = decode(state.path, ctx.cancel, ctx.report.progress, limits_for(ctx.config),
+                       confinement(state.path, ctx.config.paths.inbox))
         ctx.report.progress(1.0, f"{audio.duration:.1f} s of audio",
                             audio_seconds=round(audio.duration, 3))
         return state.grow(audio=audio)
 
 
 def decode(path: Path, cancel: threading.Event | None = None,
-           progress: ProgressFn | None = None) -> Audio:
-    """The whole audio track of `path`, resampled; raises InputError/TransientError/Cancelled."""
+           progress: ProgressFn | None = None, limits: DecodeLimits = DecodeLimits(),
+           within: Path | None = None) -> Audio:
+    """The whole audio track of `path`, resampled; raises InputError/TransientError/Cancelled.
+    With `within`, the file read must lie inside that folder (links resolved)."""
     import av
 
     try:
-        if path.stat().st_size == 0:
-            raise InputError("empty_file", "the file is empty (0 bytes)")
-        with av.open(str(path), metadata_errors="ignore") as container:
-            return _decode_container(container, cancel, progress)
+        with open_input(path, within) as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                raise InputError("empty_file", "the file is empty (0 bytes)")
+            with _open_container(fh) as container:
+                return _decode_container(container, cancel, progress, limits)
     except av.error.InvalidDataError as exc:
         raise InputError("not_media", f"not a readable media file ({_reason(exc)})") from None
     except av.error.FFmpegError as exc:
@@ -62,8 +138,72 @@ def decode(path: Path, cancel: threading.Event | None = None,
         raise classify_os_error(exc, "cannot read the file") from None
 
 
+def open_input(path: Path, within: Path | None = None) -> BinaryIO:
+    """`path` opened once for reading: resolved, opened without following a link, a regular
+    file, and (with `within`) inside that folder as the descriptor itself says, so nothing
+    re-pointed between the check and the read can move the read elsewhere."""
+    real = os.path.realpath(path)
+    if within is not None and not _inside(real, os.path.realpath(within)):
+        raise InputError("outside_inbox", "the file resolves to a place outside the inbox")
+    fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError("not_a_file", "not a regular file")
+        if within is not None and not _inside(_opened_path(fd) or real,
+                                              os.path.realpath(within)):
+            raise InputError("outside_inbox", "the file was moved outside the inbox while "
+                                              "it was being opened")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _opened_path(fd: int) -> str | None:
+    """Where an open descriptor really points (Linux), or None where that cannot be asked."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+def _inside(path: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:
+        return False
+
+
+def _open_container(fh: BinaryIO) -> Any:
+    """The container, from a media demuxer only; a reference format is a permanent error."""
+    import av
+
+    try:
+        container = av.open(fh, metadata_errors="ignore", options=DEMUX_OPTIONS)
+    except av.error.ArgumentError:  # EINVAL: what FFmpeg says of a demuxer off the whitelist
+        raise InputError("unsafe_container",
+                         f"not a plain media file: {_looks_like(fh)} ({REFUSED_NOTE})") from None
+    if not set(container.format.name.split(",")) & MEDIA_DEMUXERS:  # in case a build ignores
+        container.close()                                            # format_whitelist
+        raise InputError("unsafe_container", f"not a plain media file: FFmpeg reads it as "
+                                             f"{container.format.name!r} ({REFUSED_NOTE})")
+    return container
+
+
+def _looks_like(fh: BinaryIO) -> str:
+    """A name for what the file is, for the error message, from its first bytes."""
+    fh.seek(0)
+    head = fh.read(64).lstrip()
+    if head.startswith(b"ffconcat"):
+        return "an FFmpeg concat list"
+    if head.startswith(b"#EXTM3U"):
+        return "a playlist"
+    return "FFmpeg reads it only with a demuxer that is not for audio or video files"
+
+
 def _decode_container(container: Any, cancel: threading.Event | None,
-                      progress: ProgressFn | None) -> Audio:
+                      progress: ProgressFn | None, limits: DecodeLimits) -> Audio:
     import av
 
     if not container.streams.audio:
@@ -72,28 +212,43 @@ def _decode_container(container: Any, cancel: threading.Event | None,
     stream = container.streams.audio[0]
     total = float(stream.duration * stream.time_base) if stream.duration else (
         container.duration / 1_000_000 if container.duration else None)
+    limits.check_declared(total)
     resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    pieces: list[np.ndarray] = []
-    decoded_seconds = 0.0
+    samples = _Samples(limits)
     for frame in _frames(container, stream):
         if cancel is not None and cancel.is_set():
             raise Cancelled("stopped while decoding")
-        for out in resampler.resample(frame):
-            pieces.append(out.to_ndarray().reshape(-1))
-        if frame.time is not None:
-            decoded_seconds = frame.time
+        samples.add(resampler.resample(frame))
         if progress and total:
-            progress(min(decoded_seconds / total, 1.0))
-    for out in resampler.resample(None):
-        pieces.append(out.to_ndarray().reshape(-1))
-    if not pieces:
-        raise InputError("no_audio", "the audio stream holds no decodable sound")
-    joined = np.concatenate(pieces)
-    pieces.clear()  # keep the peak at int16 + float32, not two int16 copies besides
-    samples = joined.astype(np.float32)
-    del joined
-    samples /= 32768.0
-    return Audio(samples=samples)
+            progress(min(samples.count / SAMPLE_RATE / total, 1.0))
+    samples.add(resampler.resample(None))
+    return samples.audio()
+
+
+class _Samples:
+    """The resampled int16 pieces of one file, counted against the limits as they come."""
+
+    def __init__(self, limits: DecodeLimits) -> None:
+        self._limits = limits
+        self._pieces: list[np.ndarray] = []
+        self.count = 0
+
+    def add(self, frames: Iterable[Any]) -> None:
+        for out in frames:
+            piece = out.to_ndarray().reshape(-1)
+            self._pieces.append(piece)
+            self.count += len(piece)
+        self._limits.check_decoded(self.count)
+
+    def audio(self) -> Audio:
+        if not self._pieces:
+            raise InputError("no_audio", "the audio stream holds no decodable sound")
+        joined = np.concatenate(self._pieces)
+        self._pieces.clear()  # keep the peak at int16 + float32, not two int16 copies besides
+        samples = joined.astype(np.float32)
+        del joined
+        samples /= 32768.0
+        return Audio(samples=samples)
 
 
 def _frames(container: Any, stream: Any) -> Iterator[Any]:
@@ -123,3 +278,8 @@ def _is_data_error(exc: Exception) -> bool:
 
 def _reason(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
