@@ -149,7 +149,10 @@ class Worker:
         if await self._blocking(outputs_intact, written.get("outputs", {})):
             await self._outcomes.done_earlier(job, written)
             return True
-        await self._blocking(record_written, self._journal, job.id, None)
+        try:  # forgotten, so a crash in this run is charged as usual (Journal.recover)
+            await self._blocking(record_written, self._journal, job.id, None)
+        except JournalUnavailable:  # a note that does not match harms nothing meanwhile
+            pass
         return False
 
     async def _write(self, run: RunningJob, transcript: Transcript,
