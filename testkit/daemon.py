@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -41,6 +42,14 @@ def make_config(root: Path, **tables: dict[str, Any]) -> Config:
         raw.setdefault(name, {}).update(values)
     (root / "inbox").mkdir(parents=True, exist_ok=True)
     return config_from_dict(raw, base=root)
+
+
+def as_at_a_terminal() -> None:
+    """`preexec_fn` for a CLI the test will Ctrl-C: SIGINT back to its default, as a terminal
+    gives it. A suite started in the background (`make test &`, a CI runner's shell without job
+    control) ignores SIGINT, every child inherits that, and Python then never raises
+    KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def free_port() -> int:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from daemon.client import DaemonClient
-from testkit.daemon import ROOT, DaemonProcess, free_port, write_toml
+from testkit.daemon import ROOT, DaemonProcess, as_at_a_terminal, free_port, write_toml
 
 TOKEN = "s3cret"
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
@@ -182,7 +182,8 @@ def test_status_and_status_json_are_unchanged(daemon: DaemonProcess) -> None:
 def test_status_watch_without_a_tty_prints_a_block_per_interval(daemon: DaemonProcess) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "daemon", "status", "--watch", "--interval",
                              "0.5", "--config", str(daemon.config_path)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=CLI_ENV)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=CLI_ENV,
+                            preexec_fn=as_at_a_terminal)
     assert proc.stdout is not None
     try:
         # Read while it runs: each block must reach the pipe when drawn, not at exit (nor
@@ -222,7 +223,8 @@ def test_status_watch_on_a_tty_redraws_in_place_until_ctrl_c(daemon: DaemonProce
     try:
         proc = subprocess.Popen([sys.executable, "-m", "daemon", "status", "--watch",
                                  "--interval", "0.3", "--config", str(daemon.config_path)],
-                                cwd=ROOT, stdin=slave, stdout=slave, stderr=slave, env=CLI_ENV)
+                                cwd=ROOT, stdin=slave, stdout=slave, stderr=slave, env=CLI_ENV,
+                                    preexec_fn=as_at_a_terminal)
         try:
             shown = read_until(master, lambda t: t.count(CLEAR_SCREEN) >= 2, timeout=15)
             assert shown.count(CLEAR_SCREEN) >= 2, shown

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from daemon.terminal import clock, logs_above_bars
-from testkit.daemon import ROOT
+from testkit.daemon import ROOT, as_at_a_terminal
 from testkit.media import Speech
 
 BAR = "%|"  # tqdm's percentage and the bar's left edge
@@ -160,7 +160,7 @@ def test_ctrl_c_during_transcribe_is_one_line_and_exit_1(tmp_path: Path) -> None
     wav = long_speech_wav(tmp_path / "long.wav", 12)
     proc = subprocess.Popen([sys.executable, "-m", "daemon", "transcribe", str(wav), "-o",
                              str(tmp_path / "out")], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=as_at_a_terminal)
     assert proc.stderr is not None
     seen = ""
     deadline = time.monotonic() + 60
