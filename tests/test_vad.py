@@ -18,7 +18,14 @@ from daemon.domain import Audio, SpeechSpan
 from daemon.models import ModelCache
 from daemon.pipeline.base import JobState, NullReporter, StageContext, StageReport
 from daemon.pipeline.final import heard_for
-from daemon.pipeline.vad import SpanRule, VadStage, spans_from, speech_probabilities
+from daemon.pipeline.vad import (
+    WINDOW,
+    SileroStream,
+    SpanRule,
+    VadStage,
+    spans_from,
+    speech_probabilities,
+)
 from testkit.corpus import corpus
 from testkit.daemon import make_config
 from testkit.media import to_16k
@@ -54,6 +61,28 @@ def test_spans_from_one_pass_equal_faster_whispers_own(signals: dict[str, np.nda
         theirs = [(d["start"], d["end"])
                   for d in get_speech_timestamps(samples, RULES[rule].options())]
         assert ours == theirs, name
+
+
+@pytest.mark.parametrize("blocks", ["odd sizes", "whole windows", "one sample at a time"])
+def test_silero_fed_in_blocks_equals_one_pass(signals: dict[str, np.ndarray],
+                                              blocks: str) -> None:
+    """State and context carried across blocks: the same probabilities, bit for bit, as
+    faster-whisper's one call over the whole file (so a film can be heard a window at a time)."""
+    from faster_whisper.vad import get_vad_model
+
+    samples = next(iter(signals.values()))
+    if blocks == "one sample at a time":
+        samples = samples[:3000]
+    whole = get_vad_model()(np.pad(samples, (0, WINDOW - len(samples) % WINDOW))).reshape(-1)
+    rng = np.random.default_rng(5)
+    stream, out, at = SileroStream(), [], 0
+    while at < len(samples):
+        size = {"odd sizes": int(rng.integers(1, 40_000)), "whole windows": 7 * WINDOW,
+                "one sample at a time": 1}[blocks]
+        out.append(stream.feed(samples[at:at + size]))
+        at += size
+    out.append(stream.finish())
+    assert np.array_equal(np.concatenate(out), whole)
 
 
 def test_stage_cuts_wide_windows_over_the_fine_spans(signals: dict[str, np.ndarray],

@@ -112,12 +112,53 @@ def vad_bytes() -> int:
 
 def speech_probabilities(samples: np.ndarray) -> np.ndarray:
     """Silero's speech probability for each 512-sample window (the last one zero-padded)."""
-    from faster_whisper.vad import get_vad_model
-
     if len(samples) == 0:
         return np.zeros(0, np.float32)
-    padded = np.pad(samples, (0, WINDOW - len(samples) % WINDOW))
-    return np.asarray(get_vad_model()(padded), np.float32).reshape(-1)
+    stream = SileroStream()
+    return np.concatenate([stream.feed(samples), stream.finish()])
+
+
+class SileroStream:
+    """Silero over audio that arrives in blocks (a film decoded window by window): the model's
+    state and each window's 64-sample context are carried from block to block, so the
+    probabilities are those of one pass over the whole file, bit for bit, while memory holds
+    a block. faster-whisper's own call takes the whole file at once."""
+
+    CONTEXT = 64
+    BATCH = 10_000  # windows per model call, as faster-whisper runs them
+
+    def __init__(self) -> None:
+        from faster_whisper.vad import get_vad_model
+
+        self._session = get_vad_model().session
+        self._h = np.zeros((1, 1, 128), np.float32)
+        self._c = np.zeros((1, 1, 128), np.float32)
+        self._context = np.zeros(self.CONTEXT, np.float32)
+        self._rest = np.zeros(0, np.float32)  # samples short of a whole window
+
+    def feed(self, samples: np.ndarray) -> np.ndarray:
+        """Probabilities of the whole windows that `samples` complete."""
+        data = np.concatenate([self._rest, samples.astype(np.float32, copy=False)])
+        whole = len(data) - len(data) % WINDOW
+        self._rest = data[whole:].copy()
+        windows = data[:whole].reshape(-1, WINDOW)
+        out = [self._run(windows[i:i + self.BATCH]) for i in range(0, len(windows), self.BATCH)]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def finish(self) -> np.ndarray:
+        """The last window, zero-padded (a file that ends on a window's edge still gets one,
+        as faster-whisper pads it)."""
+        last = np.pad(self._rest, (0, WINDOW - len(self._rest)))
+        self._rest = np.zeros(0, np.float32)
+        return self._run(last.reshape(1, WINDOW))
+
+    def _run(self, windows: np.ndarray) -> np.ndarray:
+        contexts = np.concatenate([self._context[None, :], windows[:-1, -self.CONTEXT:]])
+        batch = np.concatenate([contexts, windows], axis=1)
+        out, self._h, self._c = self._session.run(
+            None, {"input": batch, "h": self._h, "c": self._c})
+        self._context = windows[-1, -self.CONTEXT:].copy()
+        return np.asarray(out, np.float32).reshape(-1)
 
 
 def detect_speech(audio: Audio, cfg: VadConfig) -> list[SpeechSpan]:
