@@ -19,6 +19,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,9 @@ def check(root: Path, inputs: Iterable[str], healthz: dict[str, Any] | None = No
         if job["state"] == "done":
             _check_done(rel, job, rel in set(speech))
         else:
+            if error_input(rel) not in errors:  # written just after the journal's record
+                time.sleep(2)
+                errors = error_files(root / "outbox")
             assert error_input(rel) in errors, f"{rel}: {job['state']} with no error file"
         _check_identity(root / "inbox" / rel, job)
         by_path[rel] = job

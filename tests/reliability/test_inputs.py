@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.journal import FINAL_STATES
-from testkit.daemon import DaemonProcess, jobs_of, make_config, run_burst
+from testkit.daemon import DaemonProcess, jobs_of, make_config, run_burst, wait_for
 from testkit.media import Speech, encode
 from testkit.scripted import ScriptedPipeline
 from testkit.speech import long_speech_wav, srt_text, wer
@@ -35,7 +35,9 @@ def finished(d: DaemonProcess, *names: str) -> dict[str, dict[str, Any]]:
 
 
 def error_record(root: Path, name: str) -> dict[str, Any]:
-    return json.loads((root / "outbox" / name).read_text())
+    path = root / "outbox" / name  # written just after the journal records the failure
+    wait_for(path.exists, 30, f"{name} written")
+    return json.loads(path.read_text())
 
 
 def outputs(root: Path) -> list[str]:
