@@ -89,6 +89,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     audio_seconds   REAL,
     processing_seconds REAL,
     written         TEXT,
+    kind            TEXT NOT NULL DEFAULT 'file',
+    priority        INTEGER NOT NULL DEFAULT 0,
     UNIQUE (rel_path, size, mtime_ns)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, next_attempt_at, created_at);
@@ -127,6 +129,8 @@ class Job:
     processing_seconds: float | None
     # outputs about to be renamed into place, with their content hashes (see record_written)
     written: dict[str, Any] | None = None
+    kind: str = "file"  # "file" (found in a watched folder) or "upload" (POST /asr)
+    priority: int = 0  # higher is claimed first (an upload before a webhook before the scan)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "written"}
@@ -218,8 +222,8 @@ class Journal:
                                     (stored_path(rel_path),)).fetchall()
         return {out for row in rows for out in json.loads(row[0] or "[]")}
 
-    def admit(self, identity: Identity, state: str = "queued",
-              message: str | None = None) -> Job | None:
+    def admit(self, identity: Identity, state: str = "queued", message: str | None = None,
+              *, kind: str = "file", priority: int = 0) -> Job | None:
         """A new job for an unseen identity; None when this identity already has one."""
         now = time.time()
         job_id = secrets.token_hex(8)
@@ -233,23 +237,24 @@ class Journal:
                 job_id = revived[0]
             elif db.execute(
                     "INSERT OR IGNORE INTO jobs (id, rel_path, size, mtime_ns, inode, state,"
-                    " created_at, updated_at, message, finished_at)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    " created_at, updated_at, message, finished_at, kind, priority)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (job_id, stored_path(identity.rel_path), identity.size, identity.mtime_ns,
                      identity.inode, state, now, now, message,
-                     now if state in FINAL_STATES else None)).rowcount == 0:
+                     now if state in FINAL_STATES else None, kind, priority)).rowcount == 0:
                 return None
         return self.get(job_id)
 
     # ---------------------------------------------------------------- work
 
     def claim(self, now: float | None = None) -> Job | None:
-        """Take the oldest due job and mark it running, charging one attempt."""
+        """Take the most urgent due job (priority, then age), mark it running, charge an attempt."""
         now = time.time() if now is None else now
         with self._tx() as db:
             row = db.execute(
                 "SELECT id, error FROM jobs WHERE state='queued' OR (state='retry_wait' AND"
-                " next_attempt_at <= ?) ORDER BY created_at LIMIT 1", (now,)).fetchone()
+                " next_attempt_at <= ?) ORDER BY priority DESC, created_at LIMIT 1",
+                (now,)).fetchone()
             if row is None or not _may_start(db, row["error"] == CRASH_SUSPECT):
                 return None
             db.execute(
@@ -272,6 +277,10 @@ class Journal:
     def retry_later(self, job_id: str, code: str, message: str, delay: float) -> None:
         self._set(job_id, "retry_wait", error=code, message=message,
                   next_attempt_at=time.time() + delay)
+
+    def prioritize(self, job_id: str, priority: int) -> bool:
+        """Raise a waiting job's priority (a webhook names a file the scan already queued)."""
+        return self._set(job_id, "queued", from_states=("queued",), priority=priority)
 
     def requeue(self, job_id: str) -> bool:
         """A running job back to the queue; a stop is not the file's fault, so its attempt is
@@ -306,8 +315,6 @@ class Journal:
                 f"UPDATE jobs SET {names} WHERE id=? AND state IN ({marks})",
                 (*fields.values(), job_id, *from_states)).rowcount == 1
 
-    # ---------------------------------------------------------------- meta
-
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         with self._store.read() as db:
             row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -317,8 +324,6 @@ class Journal:
         with self._tx() as db:
             db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key)"
                        " DO UPDATE SET value=excluded.value", (key, value))
-
-    # ---------------------------------------------------------------- queries
 
     def get(self, job_id: str) -> Job | None:
         with self._store.read() as db:
@@ -384,8 +389,10 @@ def record_written(journal: Journal, job_id: str, written: dict[str, Any] | None
 def _add_missing_columns(db: sqlite3.Connection) -> None:
     """A journal made by an older version gets the columns added since (empty)."""
     have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-    if "written" not in have:
-        db.execute("ALTER TABLE jobs ADD COLUMN written TEXT")
+    for column, decl in (("written", "TEXT"), ("kind", "TEXT NOT NULL DEFAULT 'file'"),
+                         ("priority", "INTEGER NOT NULL DEFAULT 0")):
+        if column not in have:
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {decl}")
 
 
 def _connect(path: Path, wait: float) -> sqlite3.Connection:

@@ -207,3 +207,15 @@ def test_a_corrupt_file_is_named_with_the_way_out(tmp_path: Path) -> None:
     assert shlex.split(move) == ["mv", str(path), f"{path}.broken"]
     path.rename(f"{path}.broken")
     assert open_journal(tmp_path).counts()["queued"] == 0  # a fresh journal
+
+
+def test_claim_takes_higher_priority_first_then_the_oldest(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite3", max_attempts=3)
+    first = j.admit(Identity("a.wav", 1, 1))
+    second = j.admit(Identity("b.wav", 1, 1))
+    upload = j.admit(Identity("upload.wav", 1, 1), kind="upload", priority=2)
+    assert first and second and upload and upload.kind == "upload"
+    assert j.prioritize(second.id, 1)
+    claimed = [j.claim(), j.claim(), j.claim()]
+    assert [c.id for c in claimed if c] == [upload.id, second.id, first.id]
+    assert not j.prioritize(first.id, 5)  # running now: only a waiting job is raised
