@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,16 +10,41 @@ import numpy as np
 SAMPLE_RATE = 16000
 
 
-@dataclass(frozen=True)
 class Audio:
-    """Decoded 16 kHz mono float32 samples of one input."""
+    """Decoded 16 kHz mono float32 samples of one input, held in memory.
 
-    samples: np.ndarray
-    sample_rate: int = SAMPLE_RATE
+    Stages that can work piece by piece use `length`, `read` and `blocks`, never `samples`,
+    so a spooled file (`pipeline.spool.SpooledAudio`: a film kept on disk, not in memory)
+    is never loaded whole by them."""
+
+    def __init__(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+        self._samples = samples
+        self.sample_rate = sample_rate
+
+    @property
+    def samples(self) -> np.ndarray:
+        """All of it at once (stages that need the whole array: the gate, separation)."""
+        return self._samples
+
+    @property
+    def length(self) -> int:
+        return len(self._samples)
 
     @property
     def duration(self) -> float:
-        return len(self.samples) / self.sample_rate
+        return self.length / self.sample_rate
+
+    def read(self, start: int, end: int) -> np.ndarray:
+        """Samples [start, end) as float32."""
+        return self.samples[start:end]
+
+    def blocks(self, size: int) -> Iterator[np.ndarray]:
+        """The whole audio in consecutive pieces of at most `size` samples."""
+        for start in range(0, self.length, size):
+            yield self.read(start, min(start + size, self.length))
+
+    def close(self) -> None:
+        """Release what holds the samples (nothing for audio in memory)."""
 
 
 @dataclass(frozen=True)

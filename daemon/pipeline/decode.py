@@ -33,6 +33,7 @@ from ..domain import SAMPLE_RATE, Audio
 from ..errors import Cancelled, InputError, classify_os_error
 from ..models import ModelSpec, memory_status
 from .base import JobState, StageContext
+from .spool import PcmSpool
 
 # A file whose frames fail this often is damaged beyond what is worth transcribing.
 MAX_BAD_FRAME_RATIO = 0.5
@@ -109,17 +110,35 @@ class DecodeStage:
     def __call__(self, state: JobState, ctx: StageContext) -> JobState:
         ctx.report.progress(0.0, "decoding")
         audio = decode(state.path, ctx.cancel, ctx.report.progress, limits_for(ctx.config),
-                       confinement(state.path, ctx.config.paths.inbox))
+                       confinement(state.path, ctx.config.paths.inbox),
+                       spool_folder(ctx.config))
         ctx.report.progress(1.0, f"{audio.duration:.1f} s of audio",
                             audio_seconds=round(audio.duration, 3))
         return state.grow(audio=audio)
 
 
+def spool_folder(config: Config) -> Path:
+    """Where decoded audio is spooled: beside the journal, on disk (see `spool`)."""
+    return config.paths.state_dir / "spool"
+
+
 def decode(path: Path, cancel: threading.Event | None = None,
            progress: ProgressFn | None = None, limits: DecodeLimits = DecodeLimits(),
-           within: Path | None = None) -> Audio:
+           within: Path | None = None, spool: Path | None = None) -> Audio:
     """The whole audio track of `path`, resampled; raises InputError/TransientError/Cancelled.
-    With `within`, the file read must lie inside that folder (links resolved)."""
+    With `within`, the file read must lie inside that folder (links resolved). With `spool`,
+    the samples go to a temporary file in that folder, not memory (`SpooledAudio`)."""
+    sink: _Sink = _Spooled(PcmSpool(spool), limits) if spool is not None else _Samples(limits)
+    try:
+        return _decode_into(sink, path, cancel, progress, limits, within)
+    except BaseException:
+        sink.discard()
+        raise
+
+
+def _decode_into(sink: _Sink, path: Path, cancel: threading.Event | None,
+                 progress: ProgressFn | None, limits: DecodeLimits,
+                 within: Path | None) -> Audio:
     import av
 
     try:
@@ -127,7 +146,8 @@ def decode(path: Path, cancel: threading.Event | None = None,
             if os.fstat(fh.fileno()).st_size == 0:
                 raise InputError("empty_file", "the file is empty (0 bytes)")
             with _open_container(fh) as container:
-                return _decode_container(container, cancel, progress, limits)
+                _decode_container(container, sink, cancel, progress, limits)
+                return sink.audio()
     except av.error.InvalidDataError as exc:
         raise InputError("not_media", f"not a readable media file ({_reason(exc)})") from None
     except av.error.FFmpegError as exc:
@@ -202,8 +222,8 @@ def _looks_like(fh: BinaryIO) -> str:
     return "FFmpeg reads it only with a demuxer that is not for audio or video files"
 
 
-def _decode_container(container: Any, cancel: threading.Event | None,
-                      progress: ProgressFn | None, limits: DecodeLimits) -> Audio:
+def _decode_container(container: Any, sink: _Sink, cancel: threading.Event | None,
+                      progress: ProgressFn | None, limits: DecodeLimits) -> None:
     import av
 
     if not container.streams.audio:
@@ -214,41 +234,78 @@ def _decode_container(container: Any, cancel: threading.Event | None,
         container.duration / 1_000_000 if container.duration else None)
     limits.check_declared(total)
     resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    samples = _Samples(limits)
     for frame in _frames(container, stream):
         if cancel is not None and cancel.is_set():
             raise Cancelled("stopped while decoding")
-        samples.add(resampler.resample(frame))
+        sink.add(resampler.resample(frame))
         if progress and total:
-            progress(min(samples.count / SAMPLE_RATE / total, 1.0))
-    samples.add(resampler.resample(None))
-    return samples.audio()
+            progress(min(sink.count / SAMPLE_RATE / total, 1.0))
+    sink.add(resampler.resample(None))
 
 
-class _Samples:
-    """The resampled int16 pieces of one file, counted against the limits as they come."""
+class _Sink:
+    """Where the resampled int16 pieces of one file go, counted against the limits."""
 
     def __init__(self, limits: DecodeLimits) -> None:
         self._limits = limits
-        self._pieces: list[np.ndarray] = []
         self.count = 0
 
     def add(self, frames: Iterable[Any]) -> None:
         for out in frames:
             piece = out.to_ndarray().reshape(-1)
-            self._pieces.append(piece)
+            self._keep(piece)
             self.count += len(piece)
         self._limits.check_decoded(self.count)
 
     def audio(self) -> Audio:
-        if not self._pieces:
+        if not self.count:
             raise InputError("no_audio", "the audio stream holds no decodable sound")
+        return self._audio()
+
+    def _keep(self, piece: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _audio(self) -> Audio:
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        """Drop what was kept (the job failed or stopped)."""
+
+
+class _Samples(_Sink):
+    """In memory: the pieces joined at the end (decoding without a spool folder)."""
+
+    def __init__(self, limits: DecodeLimits) -> None:
+        super().__init__(limits)
+        self._pieces: list[np.ndarray] = []
+
+    def _keep(self, piece: np.ndarray) -> None:
+        self._pieces.append(piece)
+
+    def _audio(self) -> Audio:
         joined = np.concatenate(self._pieces)
         self._pieces.clear()  # keep the peak at int16 + float32, not two int16 copies besides
         samples = joined.astype(np.float32)
         del joined
         samples /= 32768.0
-        return Audio(samples=samples)
+        return Audio(samples)
+
+
+class _Spooled(_Sink):
+    """On disk: each piece appended to the spool as it comes; memory holds one frame."""
+
+    def __init__(self, spool: PcmSpool, limits: DecodeLimits) -> None:
+        super().__init__(limits)
+        self._spool = spool
+
+    def _keep(self, piece: np.ndarray) -> None:
+        self._spool.write(piece)
+
+    def _audio(self) -> Audio:
+        return self._spool.audio()
+
+    def discard(self) -> None:
+        self._spool.discard()
 
 
 def _frames(container: Any, stream: Any) -> Iterator[Any]:

@@ -61,14 +61,14 @@ class DraftStage:
         audio = state.heard
         pad = ctx.config.vad.speech_pad_ms / 1000
         language = ctx.config.whisper.language
-        clips = [audio.samples[s.start:s.end] for s in spans]
+        clips = [audio.read(s.start, s.end) for s in spans]
         with ctx.inference(self.spec):
             results = recognise(model, clips, "auto" if language == "auto" else language)
         out = []
         for span, (rich, confidence) in zip(spans, results, strict=True):
             if not rich.text:
                 continue  # nothing said (or only events): no draft to show
-            start, end = unpadded(span, audio.sample_rate, pad, len(audio.samples))
+            start, end = unpadded(span, audio.sample_rate, pad, audio.length)
             draft = Draft(f"s{span.start}", rich.text, round(start, 3), round(end, 3),
                           round(confidence, 3), "sensevoice", rich.language, rich.events)
             ctx.report.draft(draft)

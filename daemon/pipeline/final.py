@@ -165,7 +165,7 @@ class GroupRun:
         self._audio: Audio = state.heard
         pad = ctx.config.vad.speech_pad_ms / 1000
         self._edges = SpeechEdges.of(state.voice, state.spans, self._audio.sample_rate, pad,
-                                     len(self._audio.samples))
+                                     self._audio.length)
         self._guard = SegmentGuard(self._edges.speech)
         self._finals = Finals(style_limits(ctx.config), self._audio.duration, self._edges,
                               ctx.report, state.drafts)
@@ -192,7 +192,7 @@ class GroupRun:
             self._model = ctx.model(self._stage.spec)
         with ctx.inference(self._stage.spec):
             heard = heard_for(spans, self._state.spans, self._state.windows,
-                              len(self._audio.samples))
+                              self._audio.length)
             result = transcribe(self._model, self._audio, heard, ctx.config.whisper, ctx.cancel,
                                 prompt=self._prompt(drafts))
         speech = sum(s.end - s.start for s in spans) / self._audio.sample_rate

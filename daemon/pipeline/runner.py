@@ -56,9 +56,14 @@ class Pipeline:
         config, rep = self._config, reporter or NullReporter()
         cancel = cancel or threading.Event()
         state = JobState(path)
-        for stage, band in zip(self.stages, self._bands, strict=True):
-            ctx = StageContext(config, self._cache, cancel, StageReport(rep, stage.name, band))
-            ctx.check_cancel(f"starting {stage.name}")
-            with log_context(stage=stage.name):
-                state = stage(state, ctx)
-        return state.transcript(config.whisper)
+        try:
+            for stage, band in zip(self.stages, self._bands, strict=True):
+                ctx = StageContext(config, self._cache, cancel,
+                                   StageReport(rep, stage.name, band))
+                ctx.check_cancel(f"starting {stage.name}")
+                with log_context(stage=stage.name):
+                    state = stage(state, ctx)
+            return state.transcript(config.whisper)
+        finally:
+            if state.audio is not None:  # a spooled file's disk space, now, not at GC
+                state.audio.close()

@@ -150,10 +150,10 @@ class SeparationStage:
 def _limits(state: JobState, audio: Audio) -> tuple[int, int]:
     """Where this pass may write: between the speech before and after its group."""
     if state.focus is None:
-        return 0, len(audio.samples)
+        return 0, audio.length
     first, last = state.focus
     before = state.spans[first - 1].end if first > 0 else 0
-    after = state.spans[last].start if last < len(state.spans) else len(audio.samples)
+    after = state.spans[last].start if last < len(state.spans) else audio.length
     return before, after
 
 

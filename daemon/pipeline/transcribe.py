@@ -1,8 +1,9 @@
 """The final transcription: faster-whisper over the VAD's speech windows, with word timestamps.
 
-The windows (cut wide: Whisper needs context) are concatenated and transcribed in one call,
-then times are mapped back to the source, exactly as faster-whisper does with
-`vad_filter=True`, so the cost matches bare use. The segment generator is lazy: it is consumed
+The windows (cut wide: Whisper needs context) are concatenated and transcribed, then times are
+mapped back to the source, exactly as faster-whisper does with `vad_filter=True`, so the cost
+matches bare use; a long file goes in groups of a few minutes of speech (`hearing_groups`), so
+memory stays that of a group, not of the film. The segment generator is lazy: it is consumed
 here, in the worker thread, never on the event loop, and a cancel request is honoured between
 segments.
 """
@@ -33,6 +34,11 @@ from .guards import SegmentGuard
 log = logging.getLogger(__name__)
 
 SegmentFn = Callable[[Segment], None]
+# Speech per Whisper call. faster-whisper computes the features of all it is given at once,
+# about 0.7 MB per second of speech at the peak (2.5 GB for an hour); a group keeps that
+# bounded (about 170 MB) whatever the length of the film. Each group boundary costs at most
+# one partly filled 30 s window, about 2 % of the time at this size.
+GROUP_SECONDS = 240.0
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ class WhisperStage:
         audio = state.heard
         pad = ctx.config.vad.speech_pad_ms / 1000
         edges = SpeechEdges.of(state.voice, state.spans, audio.sample_rate, pad,
-                               len(audio.samples))
+                               audio.length)
         finals = Finals(style_limits(ctx.config), audio.duration, edges, ctx.report,
                         state.drafts)
 
@@ -111,7 +117,7 @@ class WhisperStage:
         guard = SegmentGuard(edges.speech)
         with ctx.inference(self.spec):
             result = transcribe(model, audio, state.hearing, ctx.config.whisper, ctx.cancel,
-                                on_segment, guard)
+                                on_segment, guard, voice=state.voice)
         finals.flush()
         return state.grow(segments=tuple(result.segments), cues=tuple(finals.cues),
                           language=result.language, dropped=tuple(guard.dropped))
@@ -120,38 +126,91 @@ class WhisperStage:
 def transcribe(model: Any, audio: Audio, spans: Sequence[SpeechSpan], cfg: WhisperConfig,
                cancel: threading.Event | None = None,
                on_segment: SegmentFn | None = None,
-               guard: SegmentGuard | None = None, prompt: str | None = None) -> WhisperResult:
-    from faster_whisper.transcribe import restore_speech_timestamps
-
-    chunks = [{"start": s.start, "end": s.end} for s in spans]
-    # One concatenation (faster-whisper's collect_chunks re-concatenates per chunk: quadratic
-    # on a film with thousands of speech spans).
-    speech = np.concatenate([audio.samples[s.start:s.end] for s in spans])
-    raw, info = model.transcribe(
-        speech,
-        language=None if cfg.language == "auto" else cfg.language,
-        task=cfg.task,
-        beam_size=cfg.beam_size,
-        word_timestamps=True,
-        condition_on_previous_text=False,
-        vad_filter=False,
-        initial_prompt=prompt or None,
-    )
+               guard: SegmentGuard | None = None, prompt: str | None = None,
+               voice: Sequence[SpeechSpan] = (),
+               group_seconds: float = GROUP_SECONDS) -> WhisperResult:
+    """Whisper over `spans` of `audio`, a group at a time (`hearing_groups`), the segments'
+    times mapped back to the source. The language is detected once, on the first group, as
+    one call over all the speech would; later groups are told it."""
+    language = None if cfg.language == "auto" else cfg.language
     segments: list[Segment] = []
-    for index, seg in enumerate(restore_speech_timestamps(raw, chunks, audio.sample_rate)):
+    found: str | None = None
+    index = 0  # Whisper's own segment numbers, dropped ones included, across the groups
+    for group in hearing_groups(spans, voice, audio.sample_rate, group_seconds):
         if cancel is not None and cancel.is_set():
             raise Cancelled("stopped while transcribing")
-        segment = _segment(index, seg)
+        found, index = _transcribe_group(model, audio, group, cfg, language or found, cancel,
+                                         (segments, index), on_segment, guard, prompt)
+    detected = found or language or "en"
+    return WhisperResult("en" if cfg.task == "translate" else detected, segments)
+
+
+def _transcribe_group(model: Any, audio: Audio, group: Sequence[SpeechSpan],
+                      cfg: WhisperConfig, language: str | None,
+                      cancel: threading.Event | None, into: tuple[list[Segment], int],
+                      on_segment: SegmentFn | None, guard: SegmentGuard | None,
+                      prompt: str | None) -> tuple[str, int]:
+    """One Whisper call over a group's concatenated speech: its kept segments appended to
+    `into` (numbered on from its index); gives the language heard and the next index."""
+    from faster_whisper.transcribe import restore_speech_timestamps
+
+    segments, number = into
+    chunks = [{"start": s.start, "end": s.end} for s in group]
+    # One concatenation (faster-whisper's collect_chunks re-concatenates per chunk: quadratic
+    # on a film with thousands of speech spans).
+    speech = np.concatenate([audio.read(s.start, s.end) for s in group])
+    raw, info = model.transcribe(
+        speech, language=language, task=cfg.task, beam_size=cfg.beam_size,
+        word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
+        initial_prompt=prompt or None)
+    for seg in restore_speech_timestamps(raw, chunks, audio.sample_rate):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("stopped while transcribing")
+        segment = _segment(number, seg)
+        number += 1
         if not segment.words:
             continue
         reason = guard.reason_to_drop(segment) if guard else None
         if reason:
-            log.info("dropped segment %d %r: %s", index, segment.text, reason)
+            log.info("dropped segment %d %r: %s", segment.index, segment.text, reason)
             continue
         segments.append(segment)
         if on_segment:
             on_segment(segment)
-    return WhisperResult("en" if cfg.task == "translate" else info.language, segments)
+    return str(info.language), number
+
+
+def hearing_groups(spans: Sequence[SpeechSpan], voice: Sequence[SpeechSpan],
+                   sample_rate: int,
+                   group_seconds: float = GROUP_SECONDS) -> list[list[SpeechSpan]]:
+    """The spans Whisper hears, in consecutive groups of at most `group_seconds` of speech:
+    what one Whisper call takes. A span longer than that (a film's dialogue with no 2 s pause)
+    is cut in the middle of a pause of the voice, or hard where the voice never pauses."""
+    limit = int(group_seconds * sample_rate)
+    groups: list[list[SpeechSpan]] = []
+    size = limit + 1
+    for piece in (p for span in spans for p in _cut(span, voice, limit)):
+        length = piece.end - piece.start
+        if size + length > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(piece)
+        size += length
+    return groups
+
+
+def _cut(span: SpeechSpan, voice: Sequence[SpeechSpan], limit: int) -> list[SpeechSpan]:
+    """`span` in pieces of at most `limit` samples, cut at the middles of the voice's pauses."""
+    pauses = [(a.end + b.start) // 2 for a, b in zip(voice, voice[1:], strict=False)
+              if span.start < a.end and b.start < span.end]
+    pieces, start = [], span.start
+    while span.end - start > limit:
+        fits = [p for p in pauses if start < p <= start + limit]
+        cut = fits[-1] if fits else start + limit
+        pieces.append(SpeechSpan(start, cut))
+        start = cut
+    pieces.append(SpeechSpan(start, span.end))
+    return pieces
 
 
 def _segment(index: int, seg: Any) -> Segment:

@@ -76,15 +76,30 @@ class VadStage:
         ctx.report.progress(0.0, f"finding speech in {audio.duration:.1f} s of audio")
         ctx.model(self._spec)
         with ctx.inference(self._spec):
-            probs = speech_probabilities(audio.samples)
+            probs = self._probabilities(audio, ctx)
         cfg = ctx.config.vad
-        n, sr = len(audio.samples), audio.sample_rate
+        n, sr = audio.length, audio.sample_rate
         fine = SpanRule.fine(cfg)
         spans = spans_from(probs, fine, n, sr)
         voice = voice_from(probs, fine, n, sr)
         windows = spans_from(probs, SpanRule.hearing(cfg), n, sr) if spans else []
         ctx.report.progress(1.0, f"{len(spans)} speech spans")
         return state.grow(spans=tuple(spans), voice=tuple(voice), windows=tuple(windows))
+
+
+    @staticmethod
+    def _probabilities(audio: Audio, ctx: StageContext) -> np.ndarray:
+        """One pass over the audio a block at a time (a spooled film is never loaded whole)."""
+        if audio.length == 0:
+            return np.zeros(0, np.float32)
+        stream, probs = SileroStream(), []
+        block = SileroStream.BATCH * WINDOW
+        for at, samples in enumerate(audio.blocks(block)):
+            ctx.check_cancel("finding speech")
+            probs.append(stream.feed(samples))
+            ctx.report.progress(min((at + 1) * block / audio.length, 1.0) * 0.99)
+        probs.append(stream.finish())
+        return np.concatenate(probs)
 
 
 def load_vad() -> object:
@@ -164,7 +179,7 @@ class SileroStream:
 def detect_speech(audio: Audio, cfg: VadConfig) -> list[SpeechSpan]:
     """The fine speech spans of `audio`; empty for silence or music."""
     probs = speech_probabilities(audio.samples)
-    return spans_from(probs, SpanRule.fine(cfg), len(audio.samples), audio.sample_rate)
+    return spans_from(probs, SpanRule.fine(cfg), audio.length, audio.sample_rate)
 
 
 def spans_from(probs: np.ndarray, rule: SpanRule, length: int,

@@ -1,0 +1,104 @@
+"""Decoded audio kept on disk rather than in memory: what lets a 3-hour film fit beside a
+media server on a small NAS.
+
+Decoding a whole file to float32 costs 230 MB per audio hour, held for the whole job. The
+decoder writes the 16 kHz int16 samples to an unlinked temporary file in `state_dir` instead
+(115 MB per hour of disk, gone when the job ends or the process dies, since no name points
+at it), and stages read back only the windows they work on. A sample read back is the same
+float32 the in-memory path gives (int16 / 32768), bit for bit.
+
+The folder is `state_dir`, not the system's temp folder: on Debian that is a tmpfs, i.e.
+memory again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from ..domain import SAMPLE_RATE, Audio
+
+log = logging.getLogger(__name__)
+
+BYTES_PER_SAMPLE = 2  # int16
+SCALE = 32768.0
+
+
+class PcmSpool:
+    """The writing side: int16 pieces appended as the decoder makes them."""
+
+    def __init__(self, folder: Path) -> None:
+        self._file: IO[bytes] = _temporary_file(folder)
+        self.count = 0
+
+    def write(self, piece: np.ndarray) -> None:
+        self._file.write(np.ascontiguousarray(piece, dtype=np.int16).tobytes())
+        self.count += len(piece)
+
+    def audio(self) -> SpooledAudio:
+        """The finished spool as audio to read from (the spool hands its file over)."""
+        self._file.flush()
+        return SpooledAudio(self._file, self.count)
+
+    def discard(self) -> None:
+        self._file.close()
+
+
+class SpooledAudio(Audio):
+    """Audio read from a spool file window by window; `samples` (the whole array) is loaded
+    only for a stage that asks for it, and then kept, so a stage that works in place (the
+    separation) and those after it see one array."""
+
+    def __init__(self, file: IO[bytes], length: int, sample_rate: int = SAMPLE_RATE) -> None:
+        super().__init__(np.zeros(0, np.float32), sample_rate)
+        self._file = file
+        self._length = length
+        self._loaded: np.ndarray | None = None
+
+    @property
+    def samples(self) -> np.ndarray:
+        if self._loaded is None:
+            self._loaded = self._pread(0, self._length)
+        return self._loaded
+
+    @property
+    def length(self) -> int:
+        return self._length
+
+    def read(self, start: int, end: int) -> np.ndarray:
+        start, end = max(0, start), min(end, self._length)
+        if self._loaded is not None:
+            return self._loaded[start:end]
+        return self._pread(start, end)
+
+    def close(self) -> None:
+        self._loaded = None
+        self._file.close()
+
+    def _pread(self, start: int, end: int) -> np.ndarray:
+        if end <= start:
+            return np.zeros(0, np.float32)
+        want = (end - start) * BYTES_PER_SAMPLE
+        raw = os.pread(self._file.fileno(), want, start * BYTES_PER_SAMPLE)
+        if len(raw) != want:
+            raise OSError(f"the audio spool ended early ({len(raw)} of {want} bytes)")
+        samples = np.frombuffer(raw, np.int16).astype(np.float32)
+        samples /= SCALE
+        return samples
+
+
+def _temporary_file(folder: Path) -> IO[bytes]:
+    """An unlinked file in `folder`; in the system's temp folder where `folder` cannot be
+    made or written (`subwatch transcribe` run by a user with the service's config, whose
+    state_dir is not theirs; a read-only state folder)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+        return tempfile.TemporaryFile(dir=folder, prefix="pcm-")
+    except OSError as exc:
+        log.debug("cannot spool in %s (%s); using %s", folder, exc, tempfile.gettempdir())
+        return tempfile.TemporaryFile(prefix="subwatch-pcm-")

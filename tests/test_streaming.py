@@ -1,0 +1,165 @@
+"""A film in bounded memory: decoded audio spooled to disk, read back window by window, and
+Whisper fed a group of speech at a time, with the same samples, spans and times as before."""
+
+from __future__ import annotations
+
+import os
+import threading
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon.domain import SpeechSpan
+from daemon.pipeline import Pipeline
+from daemon.pipeline.decode import decode
+from daemon.pipeline.transcribe import hearing_groups, transcribe
+from daemon.pipeline.vad import SileroStream, speech_probabilities
+from testkit.media import SR, Speech, encode, write_wav
+from testkit.speech import wer
+
+SR16 = 16000
+
+
+def test_spooled_decode_reads_back_the_same_samples_bit_for_bit(speech_wav: Path,
+                                                                 tmp_path: Path) -> None:
+    held = decode(speech_wav)
+    spooled = decode(speech_wav, spool=tmp_path / "spool")
+    try:
+        assert spooled.length == held.length
+        assert np.array_equal(spooled.read(0, spooled.length), held.samples)
+        assert np.array_equal(spooled.read(12_345, 67_890), held.samples[12_345:67_890])
+        pieces = list(spooled.blocks(10_000))
+        assert max(len(p) for p in pieces) == 10_000
+        assert np.array_equal(np.concatenate(pieces), held.samples)
+    finally:
+        spooled.close()
+
+
+def test_the_spool_leaves_no_file_behind(speech_wav: Path, tmp_path: Path) -> None:
+    """The spool is unlinked from the start: the folder stays empty while the audio is in use
+    (a crash leaves nothing to clean), and closing frees the space."""
+    folder = tmp_path / "spool"
+    audio = decode(speech_wav, spool=folder)
+    assert list(folder.iterdir()) == []
+    audio.close()
+    with pytest.raises(ValueError):
+        audio.read(0, 10)
+
+
+def test_a_failed_decode_closes_its_spool(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF" + os.urandom(4000))
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(Exception):  # noqa: B017 - which InputError is test_pipeline's business
+        decode(bad, spool=tmp_path / "spool")
+    assert set(os.listdir("/proc/self/fd")) <= before
+
+
+def test_decoding_a_long_file_holds_a_frame_not_the_file(tmp_path: Path) -> None:
+    """Ten minutes of audio: in memory that is 38 MB of float32 (and 19 MB of int16 while
+    joining); spooled, the decoder holds about one frame at a time."""
+    rng = np.random.default_rng(3)
+    path = encode(tmp_path / "long.flac", (rng.standard_normal(SR * 600) * 0.05)
+                  .astype(np.float32))
+    tracemalloc.start()
+    try:
+        audio = decode(path, spool=tmp_path / "spool")
+        peak = tracemalloc.get_traced_memory()[1]
+        held = decode(path)
+        held_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert audio.length == held.length == 600 * SR16
+    assert peak < 5 * 2**20, peak
+    assert held_peak > 38 * 2**20  # the measure sees what the in-memory path holds
+    audio.close()
+
+
+def test_vad_over_spooled_blocks_equals_the_one_pass(speech_wav: Path, tmp_path: Path) -> None:
+    spooled = decode(speech_wav, spool=tmp_path / "spool")
+    try:
+        stream = SileroStream()
+        probs = np.concatenate([*(stream.feed(b) for b in spooled.blocks(7_777)),
+                                stream.finish()])
+        assert np.array_equal(probs, speech_probabilities(decode(speech_wav).samples))
+    finally:
+        spooled.close()
+
+
+def S(a: float, b: float) -> SpeechSpan:  # noqa: N802 - reads like the spans it makes
+    return SpeechSpan(int(a * SR16), int(b * SR16))
+
+
+def test_groups_keep_short_speech_as_one_call() -> None:
+    spans = [S(0, 10), S(14, 30), S(40, 55)]
+    assert hearing_groups(spans, [], SR16, 240) == [spans]
+
+
+def test_groups_break_between_windows_at_the_limit() -> None:
+    spans = [S(0, 100), S(110, 200), S(210, 300)]
+    assert hearing_groups(spans, [], SR16, 240) == [[S(0, 100), S(110, 200)], [S(210, 300)]]
+
+
+def test_a_window_longer_than_a_group_is_cut_in_a_pause_of_the_voice() -> None:
+    window = S(0, 500)
+    voice = [S(0.5, 150), S(151, 230), S(231, 400), S(401, 499.5)]
+    groups = hearing_groups([window], voice, SR16, 240)
+    cuts = [g[0].start / SR16 for g in groups[1:]]
+    assert cuts == [230.5, 400.5]
+    pieces = [p for g in groups for p in g]
+    assert pieces[0].start == window.start and pieces[-1].end == window.end
+    assert all(a.end == b.start for a, b in zip(pieces, pieces[1:], strict=False))
+
+
+def test_a_window_with_no_pause_is_cut_hard_at_the_limit() -> None:
+    groups = hearing_groups([S(0, 500)], [S(0, 500)], SR16, 240)
+    assert [[(p.start / SR16, p.end / SR16) for p in g] for g in groups] == [
+        [(0, 240)], [(240, 480)], [(480, 500)]]
+
+
+def test_whisper_in_small_groups_keeps_words_and_times(pipeline: Pipeline, speech: Speech,
+                                                       speech_wav: Path) -> None:
+    """Groups of 6 s force several Whisper calls over one file: the words and their times
+    come back in the source's timeline as from one call."""
+    audio = decode(speech_wav)
+    spans = [SpeechSpan(0, audio.length)]
+    voice = [S(a, b) for a, b in zip(speech.onsets, speech.ends, strict=True)]
+    model = pipeline.model("whisper")
+    cfg = pipeline.config.whisper
+    whole = transcribe(model, audio, spans, cfg, threading.Event())
+    grouped = transcribe(model, audio, spans, cfg, threading.Event(), voice=voice,
+                         group_seconds=6.0)
+    assert len(hearing_groups(spans, voice, SR16, 6.0)) >= 3
+    text = " ".join(s.text for s in grouped.segments)
+    assert wer(speech.text, text) <= 0.25, text
+    assert len(grouped.segments) > len(whole.segments) / 2
+    for onset in speech.onsets:
+        starts = [w.start for s in grouped.segments for w in s.words]
+        assert min(abs(t - onset) for t in starts) <= 0.5, onset
+    indices = [s.index for s in grouped.segments]
+    assert indices == sorted(set(indices))
+    assert grouped.language == whole.language == "en"
+
+
+def test_a_job_leaves_nothing_in_the_spool_folder(pipeline: Pipeline, speech_wav: Path) -> None:
+    pipeline.run(speech_wav)
+    folder = pipeline.config.paths.state_dir / "spool"
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_silence_spooled_gives_no_text(pipeline: Pipeline, tmp_path: Path) -> None:
+    path = write_wav(tmp_path / "quiet.wav", np.zeros(SR * 3, np.float32))
+    assert pipeline.run(path).cues == ()
+
+
+def test_a_state_dir_that_cannot_hold_the_spool_falls_back_to_the_temp_folder(
+        speech_wav: Path, tmp_path: Path) -> None:
+    """`subwatch transcribe` with a config whose state_dir is not usable here: the job still
+    runs (a file where the folder should be stands for any folder that cannot be made)."""
+    state = tmp_path / "state"
+    state.write_text("not a folder")
+    audio = decode(speech_wav, spool=state / "spool")
+    assert audio.length > 0 and state.is_file()
+    audio.close()
