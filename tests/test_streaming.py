@@ -163,3 +163,30 @@ def test_a_state_dir_that_cannot_hold_the_spool_falls_back_to_the_temp_folder(
     audio = decode(speech_wav, spool=state / "spool")
     assert audio.length > 0 and state.is_file()
     audio.close()
+
+
+def test_batched_inference_keeps_words_and_times(pipeline: Pipeline, speech: Speech,
+                                                 speech_wav: Path) -> None:
+    """whisper.batch_size > 1: the windows go through BatchedInferencePipeline as clips of the
+    concatenated speech, and come back in the source's timeline with word timestamps."""
+    import dataclasses
+
+    audio = decode(speech_wav)
+    windows = [S(max(a - 0.4, 0), b + 0.4) for a, b in zip(speech.onsets, speech.ends,
+                                                           strict=True)]
+    cfg = dataclasses.replace(pipeline.config.whisper, batch_size=4)
+    result = transcribe(pipeline.model("whisper"), audio, windows, cfg, threading.Event())
+    text = " ".join(s.text for s in result.segments)
+    assert wer(speech.text, text) <= 0.25, text
+    starts = [w.start for s in result.segments for w in s.words]
+    for onset in speech.onsets:
+        assert min(abs(t - onset) for t in starts) <= 0.5, onset
+    assert all(s.words for s in result.segments)
+
+
+def test_clips_pack_windows_into_full_30s_items() -> None:
+    from daemon.pipeline.transcribe import batch_clips
+
+    group = [S(0, 10), S(20, 32), S(40, 50), S(60, 100)]
+    assert batch_clips(group) == [{"start": 0.0, "end": 22.0}, {"start": 22.0, "end": 32.0},
+                             {"start": 32.0, "end": 62.0}, {"start": 62.0, "end": 72.0}]

@@ -39,6 +39,7 @@ SegmentFn = Callable[[Segment], None]
 # bounded (about 170 MB) whatever the length of the film. Each group boundary costs at most
 # one partly filled 30 s window, about 2 % of the time at this size.
 GROUP_SECONDS = 240.0
+AUTO_CUDA_BATCH = 8  # whisper.batch_size = 0 on a GPU: the library's own default
 
 
 @dataclass(frozen=True)
@@ -159,10 +160,14 @@ def _transcribe_group(model: Any, audio: Audio, group: Sequence[SpeechSpan],
     # One concatenation (faster-whisper's collect_chunks re-concatenates per chunk: quadratic
     # on a film with thousands of speech spans).
     speech = np.concatenate([audio.read(s.start, s.end) for s in group])
-    raw, info = model.transcribe(
-        speech, language=language, task=cfg.task, beam_size=cfg.beam_size,
-        word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
-        initial_prompt=prompt or None)
+    options = {"language": language, "task": cfg.task, "beam_size": cfg.beam_size,
+               "word_timestamps": True, "condition_on_previous_text": False,
+               "vad_filter": False, "initial_prompt": prompt or None}
+    batch = batch_size(cfg, model)
+    if batch > 1:
+        raw, info = _batched(model, speech, group, batch, options)
+    else:
+        raw, info = model.transcribe(speech, **options)
     for seg in restore_speech_timestamps(raw, chunks, audio.sample_rate):
         if cancel is not None and cancel.is_set():
             raise Cancelled("stopped while transcribing")
@@ -178,6 +183,45 @@ def _transcribe_group(model: Any, audio: Audio, group: Sequence[SpeechSpan],
         if on_segment:
             on_segment(segment)
     return str(info.language), number
+
+
+def batch_size(cfg: WhisperConfig, model: Any) -> int:
+    """`whisper.batch_size`, with 0 resolved: batched on CUDA, one window at a time on CPU."""
+    if cfg.batch_size:
+        return cfg.batch_size
+    device = getattr(getattr(model, "model", None), "device", "cpu")  # CTranslate2's own
+    return AUTO_CUDA_BATCH if device == "cuda" else 1
+
+
+def _batched(model: Any, speech: np.ndarray, group: Sequence[SpeechSpan], batch: int,
+             options: dict[str, Any]) -> tuple[Any, Any]:
+    """The group through faster-whisper's BatchedInferencePipeline: its windows packed into
+    clips of up to 30 s of the concatenated speech (as the library packs its own VAD's), so
+    each batch item is a full window's worth, not a 2 s scrap padded to 30 s."""
+    from faster_whisper import BatchedInferencePipeline
+
+    pipeline = BatchedInferencePipeline(model)
+    return pipeline.transcribe(speech, batch_size=batch, without_timestamps=False,
+                               clip_timestamps=batch_clips(group), **options)
+
+
+def batch_clips(group: Sequence[SpeechSpan], sample_rate: int = 16000,
+           longest: float = 30.0) -> list[dict[str, float]]:
+    """Consecutive stretches of the group's concatenated speech, each at most `longest` s
+    (one longer window is a clip of its own, cut into 30 s pieces)."""
+    clips: list[dict[str, float]] = []
+    at = 0.0
+    for span in group:
+        length = (span.end - span.start) / sample_rate
+        while length > 0:
+            piece = min(length, longest)
+            if clips and clips[-1]["end"] - clips[-1]["start"] + piece <= longest:
+                clips[-1]["end"] = at + piece
+            else:
+                clips.append({"start": at, "end": at + piece})
+            at += piece
+            length -= piece
+    return clips
 
 
 def hearing_groups(spans: Sequence[SpeechSpan], voice: Sequence[SpeechSpan],
