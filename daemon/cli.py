@@ -102,13 +102,15 @@ def _toml_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _to_toml(data: dict[str, dict[str, Any]]) -> str:
+def _to_toml(data: dict[str, Any]) -> str:
     lines = []
     for table, values in data.items():
-        lines.append(f"[{table}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
+        many = isinstance(values, list)  # [[table]] entries ([[libraries]], [[path_maps]])
+        for entry in values if many else [values]:
+            lines.append(f"[[{table}]]" if many else f"[{table}]")
+            for key, value in entry.items():
+                lines.append(f"{key} = {_toml_value(value)}")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -160,6 +162,10 @@ def cmd_transcribe(args: argparse.Namespace, config: Config) -> int:
     from .pipeline import Pipeline
     from .terminal import Console
 
+    clash = _output_clash(args.files, args.output_dir)
+    if clash:
+        log.error("%s", clash)
+        return EXIT_USAGE
     console = Console(verbose=args.verbose)
     with console.logging():
         pipeline = Pipeline(config, ModelCache(config.models.cache_size))
@@ -174,6 +180,23 @@ def cmd_transcribe(args: argparse.Namespace, config: Config) -> int:
         results = _transcribe_all(args, config, pipeline, console)
     console.summary(results)
     return EXIT_FAILURE if any(r.error is not None for r in results) else EXIT_OK
+
+
+def _output_clash(files: Sequence[Path], output_dir: Path | None) -> str | None:
+    """Two inputs whose subtitles would take one name in `-o DIR` (a/x.wav, b/x.mp3; one file
+    named twice): said before any work, rather than the second replacing the first. Files
+    that share a stem in one folder (x.mp4, x.mkv) are told apart by the outbox's naming."""
+    if output_dir is None:
+        return None
+    seen: dict[str, Path] = {}
+    for path in files:
+        other = seen.setdefault(path.stem, path)
+        if other is not path and (other.resolve() == path.resolve()
+                                  or other.resolve().parent != path.resolve().parent):
+            return (f"{str(other)!r} and {str(path)!r} would both write their subtitles as "
+                    f"{path.stem!r} in {str(output_dir)!r}; transcribe them in separate runs "
+                    "or without -o")
+    return None
 
 
 def _transcribe_all(args: argparse.Namespace, config: Config, pipeline: Pipeline,

@@ -24,6 +24,7 @@ else:  # pragma: no cover - the project targets 3.11+, tomli keeps 3.10 working
     import tomli as tomllib
 
 from .errors import ConfigError
+from .naming import LANG_STYLES, normalize
 
 MEDIA_EXTENSIONS = (
     "mp3", "wav", "m4a", "flac", "ogg", "opus", "aac", "wma",
@@ -56,6 +57,16 @@ def _port(value: Any) -> str | None:
     return None if 0 <= value <= 65535 else "a port number 0..65535"
 
 
+def _nonempty(value: Any) -> str | None:
+    return None if value else "a non-empty string"
+
+
+def _url(value: Any) -> str | None:
+    """Empty (not used) or an http(s) address."""
+    ok = value == "" or value.startswith(("http://", "https://"))
+    return None if ok else "\"\" or an http:// or https:// address"
+
+
 def _check(validator: Callable[[Any], str | None]) -> dict[str, Any]:
     return {"validate": validator}
 
@@ -74,9 +85,11 @@ class WatchConfig:
     settle_seconds: float = field(default=5.0, metadata=_check(_non_negative))
     recursive: bool = True
     extensions: tuple[str, ...] = MEDIA_EXTENSIONS
-    # Extension to the contract: how often events mode re-walks the inbox to catch what inotify
-    # missed (queue overflow, files that appeared while the watch was being set up).
-    rescan_seconds: float = field(default=60.0, metadata=_check(_positive))
+    # Extension to the contract: how often the inbox is walked whole and every candidate looked
+    # up in the journal, to catch what events missed (events mode) or what the cheap poll walks
+    # skip (poll mode: they ask only about files new or changed since the walk before). Between
+    # rescans an event looks only at what it names, so a large library costs little while idle.
+    rescan_seconds: float = field(default=900.0, metadata=_check(_positive))
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,12 @@ class OutputConfig:
     min_cue_seconds: float = field(default=0.8, metadata=_check(_non_negative))
     max_cue_seconds: float = field(default=7.0, metadata=_check(_positive))
     max_cps: float = field(default=20.0, metadata=_check(_positive))
+    # Issue 13: how `{lang}` is written (Movie.en.srt, Movie.eng.srt, Movie.English.srt), a tag
+    # before it ("generated": Movie.generated.en.srt) and the sdh/forced flags after it.
+    lang_style: str = field(default="iso639-1", metadata=_check(_choice(*LANG_STYLES)))
+    tag: str = ""
+    sdh: bool = False
+    forced: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,6 +144,10 @@ class WhisperConfig:
     beam_size: int = field(default=5, metadata=_check(_positive))
     # Extension: CPU threads for CTranslate2; 0 = the cores this process may use / workers.
     cpu_threads: int = field(default=0, metadata=_check(_non_negative))
+    # Extension: faster-whisper's BatchedInferencePipeline, N windows of up to 30 s decoded at
+    # once; 1 = off (one window after another); 0 = auto: off on CPU, where it loses
+    # (docs/BENCHMARKS.md), 8 on CUDA.
+    batch_size: int = field(default=0, metadata=_check(_non_negative))
 
 
 @dataclass(frozen=True)
@@ -183,6 +206,9 @@ class HttpConfig:
     # Extension: memory for event history (replays, /events/history); oldest finished jobs go
     # first. history_size bounds the events per job and the jobs kept.
     history_bytes: int = field(default=64 * 1024 * 1024, metadata=_check(_positive))
+    # Extension (issue 14): the largest body POST /asr and /detect-language take, streamed to
+    # state_dir/uploads; a bigger one is refused with 413 before or while it arrives.
+    max_upload_bytes: int = field(default=4 * 1024 ** 3, metadata=_check(_positive))
 
 
 @dataclass(frozen=True)
@@ -195,6 +221,108 @@ class LoggingConfig:
     # [logging.levels]: per-logger levels, e.g. faster_whisper = "DEBUG" (third-party loggers
     # default to WARNING)
     levels: dict[str, str] = field(default_factory=dict)
+
+
+def _redis_url(value: Any) -> str | None:
+    ok = value.startswith(("redis://", "rediss://", "unix://"))
+    return None if ok else "a redis://, rediss:// or unix:// address"
+
+
+def _key_prefix(value: Any) -> str | None:
+    ok = bool(value) and all(c.isalnum() or c in "-_." for c in value)
+    return None if ok else "a name of letters, digits, -, _ and ."
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """[cluster] (issue 15): several machines on one library through Redis Streams
+    (daemon/cluster/). `name` prefixes every key, so several libraries can share one Redis;
+    a worker whose jobs went `claim_timeout` seconds without a heartbeat is taken over."""
+
+    backend: str = field(default="sqlite", metadata=_check(_choice("sqlite", "redis")))
+    url: str = field(default="redis://127.0.0.1:6379/0", metadata=_check(_redis_url))
+    name: str = field(default="subwatch", metadata=_check(_key_prefix))
+    role: str = field(default="all", metadata=_check(_choice("all", "intake", "worker")))
+    claim_timeout: float = field(default=60.0, metadata=_check(_positive))
+    wait_for_backend: bool = False
+
+
+@dataclass(frozen=True)
+class MediaBrowserServer:
+    """[media_servers.jellyfin] and [media_servers.emby] (one API family: MediaBrowser)."""
+
+    url: str = field(default="", metadata=_check(_url))  # e.g. "http://jellyfin:8096"
+    api_key: str = ""  # Dashboard → API keys: item look-ups and library refreshes
+    hook_secret: str = ""  # when set, /hooks/<server> wants ?secret=<it> (or the http.token)
+    refresh: bool = False  # say when a subtitle is written (POST /Library/Media/Updated)
+    on_play: bool = False  # queue on playback start too, not only when an item is added
+
+
+@dataclass(frozen=True)
+class PlexServer:
+    """[media_servers.plex]."""
+
+    url: str = field(default="", metadata=_check(_url))  # e.g. "http://plex:32400"
+    token: str = ""  # X-Plex-Token: item look-ups and section refreshes
+    hook_secret: str = ""
+    refresh: bool = False  # GET /library/sections/{id}/refresh?path=<folder>
+    on_play: bool = False
+
+
+@dataclass(frozen=True)
+class MediaServersConfig:
+    jellyfin: MediaBrowserServer = MediaBrowserServer()
+    emby: MediaBrowserServer = MediaBrowserServer()
+    plex: PlexServer = PlexServer()
+
+
+@dataclass(frozen=True)
+class PathMap:
+    """[[path_maps]]: a media server (in a container) sees `from`; this daemon sees `to`."""
+
+    from_: str = field(default="", metadata={"toml": "from", **_check(_nonempty)})
+    to: str = field(default="", metadata=_check(_nonempty))
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """[notify]: a JSON POST per finished job, kept in state_dir until acknowledged (2xx)."""
+
+    webhook_url: str = field(default="", metadata=_check(_url))
+    timeout: float = field(default=10.0, metadata=_check(_positive))
+    retry_backoff_seconds: float = field(default=5.0, metadata=_check(_positive))
+    max_backoff_seconds: float = field(default=600.0, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
+class SkipConfig:
+    """[skip] (issue 13): media not to transcribe, each rule on its own (see daemon/skips.py)."""
+
+    external_subtitles: bool = True  # a subtitle file beside the media in the target language
+    forced_counts: bool = False  # ... where a forced one (x.en.forced.srt) counts too
+    embedded_subtitles: bool = True  # a subtitle stream in the file, in the target language
+    audio_languages: tuple[str, ...] = ()  # transcribe only these audio languages; () = any
+    ignore_file: str = ".subwatchignore"  # in the media's folder or a parent; "" = off
+    min_duration: float = field(default=0.0, metadata=_check(_non_negative))  # seconds, 0 = off
+    globs: tuple[str, ...] = ()  # library-relative, e.g. "**/Extras/**", "*-trailer.*"
+
+
+@dataclass(frozen=True)
+class LibraryWatch:
+    mode: str = field(default="", metadata=_check(_choice("auto", "events", "poll")))
+
+
+@dataclass(frozen=True)
+class LibraryConfig:
+    """[[libraries]] (issue 13): a media library watched besides the inbox (daemon/libraries.py).
+    `output = "sidecar"` writes each subtitle beside its media file; `language` (any spelling,
+    "" = whisper.language) is what its media is transcribed in; `watch.mode` "" = [watch]."""
+
+    name: str = ""
+    path: Path = Path("")
+    output: str = field(default="outbox", metadata=_check(_choice("outbox", "sidecar")))
+    language: str = ""
+    watch: LibraryWatch = LibraryWatch()
 
 
 @dataclass(frozen=True)
@@ -211,6 +339,12 @@ class Config:
     sensevoice: SenseVoiceConfig = SenseVoiceConfig()
     http: HttpConfig = HttpConfig()
     logging: LoggingConfig = LoggingConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    media_servers: MediaServersConfig = MediaServersConfig()
+    path_maps: tuple[PathMap, ...] = ()
+    notify: NotifyConfig = NotifyConfig()
+    skip: SkipConfig = SkipConfig()
+    libraries: tuple[LibraryConfig, ...] = ()
     source: Path | None = None  # the file it was read from, for messages and reloads
 
     def to_dict(self) -> dict[str, Any]:
@@ -221,6 +355,11 @@ class Config:
             if dataclasses.is_dataclass(value):
                 table = dataclasses.asdict(value)  # type: ignore[arg-type]
                 out[f.name] = {k: _plain(v) for k, v in table.items()}
+            elif isinstance(value, tuple):  # [[name]] tables, keys as spelled in TOML
+                out[f.name] = [{g.metadata.get("toml", g.name): _plain(getattr(item, g.name))
+                                if not dataclasses.is_dataclass(getattr(item, g.name)) else
+                                dataclasses.asdict(getattr(item, g.name))
+                                for g in dataclasses.fields(item)} for item in value]
         return out
 
 
@@ -256,31 +395,32 @@ def config_from_dict(raw: dict[str, Any], base: Path, source: Path | None = None
     for name, value in raw.items():
         if name not in sections:
             raise ConfigError(f"unknown table [{name}]; allowed: {', '.join(sorted(sections))}")
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) and typing.get_origin(hints[name]) is not tuple:
             raise ConfigError(f"[{name}] must be a table, got {value!r}")
-        tables[name] = _build_section(name, hints[name], value)
+        tables[name] = _convert(name, hints[name], value)  # a table, or [[name]] tables
     config = Config(**tables, source=source)
     _check_cross(config)
     extensions = tuple(dict.fromkeys(e.lower() for e in config.watch.extensions))
     config = dataclasses.replace(
         config, watch=dataclasses.replace(config.watch, extensions=extensions))
-    return _resolve_paths(config, base)
+    return _check_libraries(_resolve_paths(config, base))
 
 
 def _build_section(section: str, cls: type, values: dict[str, Any]) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    # a key may be spelled otherwise in TOML than in Python (`from`, a keyword)
+    fields = {f.metadata.get("toml", f.name): f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         name = f"{section}.{key}"
         if key not in fields:
             raise ConfigError(f"unknown key {name}; allowed: {', '.join(fields)}")
-        converted = _convert(name, hints[key], value)
+        converted = _convert(name, hints[fields[key].name], value)
         validate = fields[key].metadata.get("validate")
         problem = validate(converted) if validate else None
         if problem:
             raise ConfigError(f"{name} = {value!r} is not allowed; expected {problem}")
-        kwargs[key] = converted
+        kwargs[fields[key].name] = converted
     return cls(**kwargs)
 
 
@@ -301,6 +441,15 @@ def _convert(name: str, hint: Any, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             raise wrong
         return Path(value)
+    if dataclasses.is_dataclass(hint):  # a table inside a table ([media_servers.plex])
+        if not isinstance(value, dict):
+            raise wrong
+        return _build_section(name, hint, value)  # type: ignore[arg-type]
+    if origin is tuple and dataclasses.is_dataclass(typing.get_args(hint)[0]):  # [[name]]
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise wrong
+        item = typing.get_args(hint)[0]
+        return tuple(_build_section(f"{name}[{i}]", item, v) for i, v in enumerate(value))
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise wrong
@@ -326,6 +475,10 @@ def _log_levels(name: str, value: Any) -> dict[str, str]:
 
 
 def _type_name(hint: Any) -> str:
+    if dataclasses.is_dataclass(hint):
+        return "a table"
+    if typing.get_origin(hint) is tuple and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+        return "a list of tables ([[name]])"
     if typing.get_origin(hint) is tuple:
         return "a list of strings"
     if typing.get_origin(hint) is dict:
@@ -343,6 +496,55 @@ def _check_cross(config: Config) -> None:
     _check_lists(config)
     _check_template(config.output.name_template)
     _check_values(config)
+    _check_languages(config)
+    if config.cluster.role != "all" and config.cluster.backend != "redis":
+        raise ConfigError(f"cluster.role = {config.cluster.role!r} needs cluster.backend = "
+                          "\"redis\" (one SQLite journal has one daemon: it watches and works)")
+
+
+def _check_languages(config: Config) -> None:
+    """Languages in any spelling the naming table knows (`ja`, `jpn`, `Japanese`)."""
+    named = [(f"libraries[{i}].language", lib.language)
+             for i, lib in enumerate(config.libraries) if lib.language]
+    named += [("skip.audio_languages", lang) for lang in config.skip.audio_languages]
+    for key, lang in named:
+        if normalize(lang) is None:
+            raise ConfigError(f"{key} = {lang!r} is not allowed; expected a language code or "
+                              "English name (\"en\", \"eng\", \"English\")")
+    tag = config.output.tag
+    if tag and not all(c.isalnum() or c in "-_" for c in tag):
+        raise ConfigError(f"output.tag = {tag!r} is not allowed; expected letters, digits, - "
+                          "and _ (e.g. \"generated\")")
+    ignore = config.skip.ignore_file
+    if "/" in ignore or ignore in (".", ".."):
+        raise ConfigError(f"skip.ignore_file = {ignore!r} is not allowed; expected a file name")
+
+
+def _check_libraries(config: Config) -> Config:
+    """[[libraries]] after paths are resolved: each named once, with a path, and no watched
+    folder inside another (a file would be two jobs) nor the state_dir inside a library
+    (nothing but subtitles is written into one)."""
+    roots = [("paths.inbox", config.paths.inbox)]
+    for i, lib in enumerate(config.libraries):
+        where = f"libraries[{i}]"
+        if not lib.name or not all(c.isalnum() or c in "-_." for c in lib.name) \
+                or lib.name.startswith(".") or lib.name == "inbox":
+            raise ConfigError(f"{where}.name = {lib.name!r} is not allowed; expected a name of "
+                              "letters, digits, -, _ and . (not \"inbox\")")
+        if str(lib.path) in ("", "."):
+            raise ConfigError(f"{where} ({lib.name}) needs path = the library's folder")
+        if any(lib.name == other.name for other in config.libraries[:i]):
+            raise ConfigError(f"{where}.name = {lib.name!r} is used twice; names must differ")
+        if config.paths.state_dir.is_relative_to(lib.path):
+            raise ConfigError(f"paths.state_dir is inside library {lib.name!r} ({lib.path}); "
+                              "keep the journal outside the media")
+        roots.append((f"{where}.path", lib.path))
+    for n, (key, root) in enumerate(roots):
+        for other_key, other in roots[:n]:
+            if root.is_relative_to(other) or other.is_relative_to(root):
+                raise ConfigError(f"{key} = {str(root)!r} overlaps {other_key} = "
+                                  f"{str(other)!r}; watched folders must not contain each other")
+    return config
 
 
 def _check_lists(config: Config) -> None:
@@ -356,6 +558,10 @@ def _check_lists(config: Config) -> None:
                 f"output.formats contains {fmt!r}; allowed: {' | '.join(OUTPUT_FORMATS)}")
     if not config.output.formats:
         raise ConfigError("output.formats = [] is not allowed; expected at least one format")
+    for i, path_map in enumerate(config.path_maps):
+        if not (path_map.from_ and path_map.to):
+            raise ConfigError(f"path_maps[{i}] needs both `from` (the media server's path) "
+                              "and `to` (the same folder as this daemon sees it)")
     for name in config.models.preload:
         if name not in PRELOADABLE:
             raise ConfigError(
@@ -428,8 +634,11 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     whisper = config.whisper
     if _looks_like_path(base, whisper.model):
         whisper = dataclasses.replace(whisper, model=str(_absolute(base, Path(whisper.model))))
+    libraries = tuple(dataclasses.replace(lib, path=_absolute(base, lib.path))
+                      if str(lib.path) not in ("", ".") else lib for lib in config.libraries)
     return dataclasses.replace(config, paths=resolved, logging=logging_cfg, models=models,
-                               whisper=whisper, **_model_folders(config, base))
+                               whisper=whisper, libraries=libraries,
+                               **_model_folders(config, base))
 
 
 def _model_folders(config: Config, base: Path) -> dict[str, Any]:

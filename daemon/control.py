@@ -19,9 +19,9 @@ from typing import Any
 from .config import Config, LiveConfig, load_config
 from .errors import ConfigError
 from .events import EventType
-from .journal import Journal
 from .notify import Notifier
 from .progress import JobSignals, RunningJobs
+from .queue import JobQueue
 from .threads import Blocking
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # What a running daemon cannot change in place: tables or `table.key` names.
 RESTART_ONLY = ("paths", "models", "whisper", "vad", "pipeline", "separation", "sensevoice",
                 "watch.mode", "watch.recursive", "jobs.workers", "http.host", "http.port",
-                "http.history_size", "http.history_bytes")
+                "http.history_size", "http.history_bytes", "cluster")
 
 
 def _get(config: Config, name: str) -> Any:
@@ -66,7 +66,7 @@ def merge_config(old: Config, new: Config) -> Merge:
 
 
 class Control:
-    def __init__(self, live: LiveConfig, journal: Journal, running: RunningJobs,
+    def __init__(self, live: LiveConfig, journal: JobQueue, running: RunningJobs,
                  signal: JobSignals, blocking: Blocking, wake: asyncio.Event,
                  notifier: Notifier, status_line: Callable[[], str]) -> None:
         self._live = live

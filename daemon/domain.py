@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -139,7 +140,32 @@ class Transcript:
     segments: tuple[Segment, ...]
     cues: tuple[Cue, ...]
     dropped: tuple[Dropped, ...] = ()
+    track: Mapping[str, Any] | None = None  # the audio stream heard (pipeline.tracks)
+
+    def shifted(self, seconds: float) -> Transcript:
+        """Every time `seconds` later: onto the container's timeline, for audio that starts
+        after the container does (players time subtitles from the container's start)."""
+        if not seconds:
+            return self
+        return replace(self, duration=self.duration + seconds,
+                       segments=tuple(later(s, seconds) for s in self.segments),
+                       cues=tuple(later(c, seconds) for c in self.cues),
+                       dropped=tuple(later(d, seconds) for d in self.dropped))
 
     @property
     def no_speech(self) -> bool:
         return not self.cues
+
+
+Timed = TypeVar("Timed", Word, Segment, Cue, Draft, Dropped)
+
+
+def later(item: Timed, seconds: float) -> Timed:
+    """`item` (and its words) `seconds` later on the timeline."""
+    if not seconds:
+        return item
+    changes: dict[str, Any] = {"start": item.start + seconds, "end": item.end + seconds}
+    words = getattr(item, "words", None)
+    if words:
+        changes["words"] = tuple(later(w, seconds) for w in words)
+    return replace(item, **changes)

@@ -191,6 +191,10 @@ class EventBus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.published = 0
         self.on_publish: list[Callable[[Event], None]] = []
+        # A cluster (daemon/cluster/events.py) numbers events for every node: `publish` hands
+        # each to `relay`, and it comes back, numbered, through `deliver`.
+        self.relay: Callable[[Event], None] | None = None
+        self._delivered = 0
 
     def continue_after(self, last_id: int) -> None:
         """Never reuse an id a previous run gave out (its last id is kept in the journal)."""
@@ -216,6 +220,11 @@ class EventBus:
         """Record and fan out one event; safe from any thread, never blocks on readers."""
         payload = payload or {}
         size = estimated_size(payload)  # outside the lock: publishers on other threads wait less
+        if self.relay is not None:  # numbered by the cluster; id 0 until it comes back
+            event = Event(0, event_type, job_id, round(time.time(), 3), payload,
+                          priority_of(event_type), size)
+            self.relay(event)
+            return event
         with self._lock:
             event = Event(self._next_id, event_type, job_id, round(time.time(), 3),
                           payload, priority_of(event_type), size)
@@ -226,6 +235,21 @@ class EventBus:
         for hook in self.on_publish:
             hook(event)
         return event
+
+    def deliver(self, event: Event, own: bool) -> None:
+        """An event the cluster numbered (any node's, in id order): recorded and fanned out
+        like a published one, once. Only this node's own (`own`) reach the hooks, so each
+        node's /metrics counts its own work and a sum over the nodes counts each job once."""
+        with self._lock:
+            if event.id <= self._delivered:
+                return
+            self._delivered = event.id
+            self._next_id = max(self._next_id, event.id + 1)
+            self._record(event)
+            self.published += 1
+            self._schedule(event)
+        for hook in self.on_publish if own else ():
+            hook(event)
 
     # ------------------------------------------------------------------ history (under the lock)
 

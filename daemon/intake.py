@@ -1,7 +1,7 @@
 """Intake: what the watcher finds becomes a job, a skip, or nothing (already known).
 
-The skip rule lives here and only here: a subtitle already at the target path means the file
-is skipped, unless that subtitle is our own output for an earlier version of the file.
+Skip rules are asked here and only here (daemon/skips.py says which and why): a skipped file
+is recorded as `skipped` with its reason, so a restart never examines it again.
 """
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ import os
 
 from .config import LiveConfig
 from .events import EventType
-from .journal import Identity, Job, Journal
-from .pipeline import expected_language
+from .journal import Identity, Job
 from .progress import JobSignals
+from .queue import JobQueue
+from .skips import skip_reason
 from .threads import Blocking
 from .watcher import Settled
-from .writer import outbox_for
 
 log = logging.getLogger(__name__)
 
 
 class Intake:
-    def __init__(self, live: LiveConfig, journal: Journal, signal: JobSignals,
+    def __init__(self, live: LiveConfig, journal: JobQueue, signal: JobSignals,
                  blocking: Blocking, wake: asyncio.Event) -> None:
         self._live = live
         self._journal = journal
@@ -40,28 +40,31 @@ class Intake:
         if await self._blocking(self._admit, identity) is not None:
             self._wake.set()
 
-    def _admit(self, identity: Identity) -> Job | None:
-        reason = self._skip_reason(identity.rel_path)
+    async def admit_now(self, identity: Identity, *, kind: str = "file",
+                        priority: int = 0) -> Job | None:
+        """Admit what another program hands over (an upload, a webhook's file) with its kind
+        and priority; the job, or None when the identity had one already or was skipped."""
+        job = await self._blocking(self._admit, identity, kind, priority)
+        if job is not None:
+            self._wake.set()
+        return job
+
+    def _admit(self, identity: Identity, kind: str = "file", priority: int = 0) -> Job | None:
+        reason = self._skip_reason(identity.rel_path) if kind == "file" else None
         if reason is not None:
             job = self._journal.admit(identity, state="skipped", message=reason)
             if job:
                 log.info("skipped %r: %s", identity.rel_path, reason)
                 self._signal(EventType.JOB_SKIPPED, job, reason=job.message)
             return None
-        job = self._journal.admit(identity)
+        job = self._journal.admit(identity, kind=kind, priority=priority)
         if job:
             log.info("queued %r as job %s", identity.rel_path, job.id)
             self._signal(EventType.JOB_QUEUED, job)
         return job
 
     def _skip_reason(self, rel_path: str) -> str | None:
-        config = self._live.current
-        if not config.jobs.skip_existing:
-            return None
-        existing = outbox_for(config).existing_subtitle(rel_path,
-                                                        expected_language(config.whisper))
-        # our own subtitle for an earlier version of this file does not count: a changed file
-        # is a new identity and is transcribed again
-        if existing is None or str(existing) in self._journal.outputs_of(rel_path):
-            return None
-        return f"subtitle exists: {existing.name}"
+        # every rule is in daemon/skips.py; our own subtitle for an earlier version of this
+        # file never counts: a changed file is a new identity and is transcribed again
+        return skip_reason(self._live.current, rel_path,
+                           lambda: self._journal.outputs_of(rel_path))

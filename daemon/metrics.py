@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .events import Event, EventBus, EventType
+from .looplag import LoopLag
 from .models import ModelCache
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -61,7 +62,7 @@ class Metrics:
     """Counts from the events the bus carries; live gauges from the callables given."""
 
     def __init__(self, counts: Callable[[], dict[str, int]], cache: ModelCache, bus: EventBus,
-                 healthy: Callable[[], bool]) -> None:
+                 healthy: Callable[[], bool], lag: LoopLag | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.jobs = Counter("subwatch_jobs", "Jobs finished, by outcome", ["outcome"],
                             registry=self.registry)
@@ -75,6 +76,12 @@ class Metrics:
                               ["priority"], registry=self.registry)
         self.registry.register(_Scraped(counts, cache, bus, healthy))
         bus.on_publish.append(self.on_event)
+        self.loop_lag = Histogram(
+            "subwatch_event_loop_lag_seconds", "How late the event loop woke from a 100 ms sleep",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry)
+        if lag is not None:
+            lag.on_sample.append(self.loop_lag.observe)
 
     def on_event(self, event: Event) -> None:
         """Everything job-related is counted from the signals the service publishes anyway,

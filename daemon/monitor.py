@@ -11,10 +11,12 @@ from typing import Any
 from . import __version__
 from .config import LiveConfig
 from .events import EventBus, EventType
-from .journal import STATES, Journal, JournalUnavailable
+from .journal import STATES, JournalUnavailable
+from .looplag import LoopLag
 from .models import ModelCache
 from .notify import Notifier
 from .progress import Degradations, RunningJobs
+from .queue import JobQueue
 from .threads import Blocking
 from .watcher import Watcher
 
@@ -27,6 +29,7 @@ class Lifecycle:
     ready: bool = False
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    lag: LoopLag = field(default_factory=LoopLag)  # how late the event loop answers
 
     def failed_tasks(self) -> list[str]:
         return [f"internal task {t.get_name()} failed: {t.exception()!r}" for t in self.tasks
@@ -34,7 +37,7 @@ class Lifecycle:
 
 
 class Monitor:
-    def __init__(self, live: LiveConfig, life: Lifecycle, journal: Journal,
+    def __init__(self, live: LiveConfig, life: Lifecycle, journal: JobQueue,
                  running: RunningJobs, bus: EventBus, cache: ModelCache, watcher: Watcher,
                  blocking: Blocking, notifier: Notifier, degradations: Degradations) -> None:
         self._live = live
@@ -96,6 +99,7 @@ class Monitor:
             "events": {"last_id": self._bus.last_id, "published": self._bus.published,
                        "subscribers": self._bus.subscriber_count,
                        "history_bytes": self._bus.history_bytes},
+            "event_loop": self._life.lag.snapshot(),
             "settings": {"log_level": config.logging.level,
                          "settle_seconds": config.watch.settle_seconds,
                          "watch_mode": self._watcher.mode, "workers": config.jobs.workers,
@@ -109,7 +113,8 @@ class Monitor:
         try:
             self._figures = {"queue": self._journal.counts(), "recent_failures": [
                 {"id": j.id, "input": j.rel_path, "error": j.error, "message": j.message}
-                for j in self._journal.list_jobs("failed", 5)]}
+                for j in self._journal.list_jobs("failed", 5)],
+                "cluster": self._journal.describe()}  # the backend; a cluster's nodes
         except JournalUnavailable:
             journal["stale"] = True
         if self._journal.problem:

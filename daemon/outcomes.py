@@ -20,11 +20,14 @@ from typing import Any
 from .config import LiveConfig
 from .domain import Transcript
 from .events import EventType
-from .journal import Job, Journal, JournalUnavailable
+from .journal import Job, JournalUnavailable
+from .libraries import is_library_key
 from .models import ModelCache
 from .progress import JobReporter, JobSignals
+from .queue import JobQueue
 from .threads import Blocking
-from .writer import NAME_MAX, fit_stem, name_bytes, outbox_for
+from .uploads import UPLOAD, outbox_of
+from .writer import NAME_MAX, fit_stem, name_bytes
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ def free_path(dest: Path) -> Path:
 
 
 class Outcomes:
-    def __init__(self, live: LiveConfig, journal: Journal, signal: JobSignals,
+    def __init__(self, live: LiveConfig, journal: JobQueue, signal: JobSignals,
                  blocking: Blocking, cache: ModelCache) -> None:
         self._live = live
         self._journal = journal
@@ -109,6 +112,8 @@ class Outcomes:
         """on_success: keep the input, move it to inbox/.done/, or delete it."""
         config = self._live.current
         action, inbox = config.jobs.on_success, config.paths.inbox
+        if job.kind == UPLOAD or is_library_key(job.rel_path):  # an upload's input is the
+            return  # request's; a media library's files are never moved or deleted (issue 13)
         src = inbox / job.rel_path
         try:
             if action != "keep" and identity_problem(job, src) is not None:
@@ -153,17 +158,25 @@ class Outcomes:
                      retry_in_seconds=delay)
 
     async def fail(self, job: Job, code: str, message: str) -> None:
+        """The error file first, then the journal: whoever sees `failed` finds the file."""
+        await self._write_error(job, code, message)
         await self._record(job, self._journal.fail, job.id, code, message)
-        await self.failed(job, code, message)
+        self._announce_failure(job, code, message)
 
     async def failed(self, job: Job, code: str, message: str) -> None:
-        """What follows a failure for good once the journal has it: the log line, the signal
-        and the error file (also for the jobs the crash recovery at start failed)."""
+        """A failure the journal already has (the crash recovery at start failed the job):
+        its error file, the log line and the signal."""
+        await self._write_error(job, code, message)
+        self._announce_failure(job, code, message)
+
+    def _announce_failure(self, job: Job, code: str, message: str) -> None:
         log.error("failed %r: %s: %s", job.rel_path, code, message)
         self._signal(EventType.JOB_FAILED, job, error=code, message=message)
+
+    async def _write_error(self, job: Job, code: str, message: str) -> None:
         try:
-            await self._blocking(outbox_for(self._live.current).write_error, job.rel_path, code,
-                                 message, job.attempts)
+            await self._blocking(outbox_of(self._live.current, job).write_error, job.rel_path,
+                                 code, message, job.attempts)
         except OSError as exc:
             log.error("cannot write the error file for %r: %s", job.rel_path,
                       exc.strerror or exc)

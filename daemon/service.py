@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cluster import cluster_work, job_workers, open_queue, takes_jobs, watch
 from .config import Config, LiveConfig
 from .control import Control
 from .errors import SubwatchError
 from .events import EventBus
 from .intake import Intake
-from .journal import Journal, JournalUnavailable
+from .integrations import integrations
+from .journal import JournalUnavailable
+from .libraries import LibraryWatchers
 from .logs import setup_logging
 from .metrics import Metrics
 from .models import ModelCache
@@ -33,6 +36,7 @@ from .outcomes import Outcomes
 from .pipeline import Pipeline
 from .progress import Degradations, JobSignals, RunningJobs
 from .threads import Blocking
+from .uploads import UploadAware
 from .watcher import Watcher
 from .web import Api, WebServer
 from .worker import Transcribe, Worker
@@ -86,8 +90,7 @@ class Service:
         self.live.subscribe(self._apply)
 
     def _build(self, config: Config, pipeline: Transcribe | None) -> None:
-        self.journal = Journal(config.paths.state_dir / "journal.sqlite3",
-                               config.jobs.max_attempts)
+        self.journal = open_queue(config)  # SQLite, or Redis for a cluster ([cluster])
         self.bus = EventBus(config.http.history_size, history_bytes=config.http.history_bytes)
         self.blocking = Blocking(config.jobs.workers + 4)
         self.running = RunningJobs()
@@ -96,8 +99,8 @@ class Service:
         self._wake = asyncio.Event()
         self._signals = 0
         self.pipeline = Pipeline(config, self.cache, config.jobs.workers)
-        self._transcribe: Transcribe = pipeline or self.pipeline.run
-        self._prepare_models = pipeline is None
+        self._transcribe: Transcribe = pipeline or UploadAware(self.live, self.pipeline, self.cache)
+        self._prepare_models = pipeline is None and takes_jobs(config)
         self._build_parts(config)
 
     def _build_parts(self, config: Config) -> None:
@@ -105,18 +108,21 @@ class Service:
         self.intake = Intake(self.live, self.journal, signals, self.blocking, self._wake)
         self.watcher = Watcher(config.paths.inbox, config.watch, self.intake.is_known,
                                self.intake.admit, self.blocking)
+        self.libraries = LibraryWatchers(self.live, self.intake, self.blocking)  # issue 13
         self.monitor = Monitor(self.live, self.life, self.journal, self.running, self.bus,
                                self.cache, self.watcher, self.blocking, self.notifier,
                                self.degradations)
-        self.metrics = Metrics(self.journal.counts, self.cache, self.bus, self.monitor.healthy)
+        self.metrics = Metrics(self.journal.counts, self.cache, self.bus, self.monitor.healthy,
+                               self.life.lag)
         self.control = Control(self.live, self.journal, self.running, signals, self.blocking,
                                self._wake, self.notifier, self.monitor.status_line)
         self.outcomes = Outcomes(self.live, self.journal, signals, self.blocking, self.cache)
         self.worker = Worker(self.live, self.journal, self.running, self.bus, self.blocking,
                              self.outcomes, self._transcribe, self.life.stopping, self._wake,
                              self.degradations)
+        peers = (self.live, self.journal, self.bus, self.intake, self.control, self.blocking)
         self.web = WebServer(Api(self.live, self.journal, self.bus, self.running, self.monitor,
-                                 self.control, self.metrics, self.blocking))
+                                 self.control, self.metrics, self.blocking, integrations(*peers)))
 
     @property
     def config(self) -> Config:
@@ -158,6 +164,7 @@ class Service:
         last_id = int(await self.blocking(self.journal.get_meta, "last_event_id", "0") or 0)
         self.bus.continue_after(last_id)
         self.bus.bind(asyncio.get_running_loop())
+        self._start_task(cluster_work(self, self._wake), "cluster")
         requeued, failed = await self.blocking(self.journal.recover)
         if requeued or failed:
             log.warning("recovered after an abrupt stop: %d job(s) requeued, %d failed for good",
@@ -169,9 +176,11 @@ class Service:
             log.info("removed %d temp file(s) left in the outbox", swept)
         if self._prepare_models:  # a model that cannot be had stops the start, not jobs
             await self.blocking(self.pipeline.prepare)
+        self._start_task(self.life.lag.run(), "loop-lag")
         await self.web.start()
-        self._start_task(self.watcher.run(), "watcher")
-        for n in range(cfg.jobs.workers):
+        self._start_task(watch(cfg, self.watcher), "watcher")
+        self.libraries.start(self.life, self.degradations)  # not awaited: a NAS may be slow
+        for n in range(job_workers(cfg)):
             self._start_task(self.worker.run(n), f"worker-{n}")
         await self.watcher.first_scan_done.wait()  # ready means: what was there is found
         self._start_task(self.monitor.watch_health(), "health")

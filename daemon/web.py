@@ -30,11 +30,12 @@ from yarl import URL
 from .config import LOG_LEVELS, HttpConfig, LiveConfig, LoggingConfig
 from .control import Control
 from .events import Event, EventBus, EventType, Subscriber
-from .journal import Job, Journal, JournalUnavailable
+from .journal import Job, JournalUnavailable
 from .logs import THIRD_PARTY, unknown_loggers
 from .metrics import CONTENT_TYPE, Metrics
 from .monitor import Monitor
 from .progress import RunningJobs
+from .queue import JobQueue
 from .threads import Blocking
 
 log = logging.getLogger(__name__)
@@ -45,17 +46,24 @@ class Api:
     """Everything the routes use, passed in (the web layer knows no daemon class)."""
 
     live: LiveConfig
-    journal: Journal
+    journal: JobQueue
     bus: EventBus
     running: RunningJobs
     monitor: Monitor
     control: Control
     metrics: Metrics
     blocking: Blocking
+    # more routes, added to the app by parts the web layer does not know (daemon.integrations)
+    extensions: tuple[Callable[[web.Application], None], ...] = ()
 
 
 API = web.AppKey("api", Api)
 PAGE = web.AppKey("page", str)
+# Routes other programs call in their own formats (Bazarr's multipart upload, a media server's
+# webhook): their POST body need not be JSON; the Origin check still applies.
+FORM_PATHS = web.AppKey("form_paths", set)
+# Checks that may stand in for http.token on their own routes (a webhook's own secret).
+CREDENTIALS = web.AppKey("credentials", list)
 HEARTBEAT_SECONDS = 15.0
 JOB_ID_CHARS = frozenset("0123456789abcdef")
 LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -125,7 +133,8 @@ async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
     wildcard = cfg.host in ("0.0.0.0", "::", "")
     if not _host_ok(request.host or "", allowed_hosts(cfg.host, cfg.allowed_hosts), wildcard):
         return web.json_response({"error": "host not allowed"}, status=421)
-    if cfg.token and request.path != "/healthz" and not _token_ok(request, cfg.token):
+    if cfg.token and request.path != "/healthz" and not token_ok(request, cfg.token) \
+            and not any(check(request) for check in request.app.get(CREDENTIALS, ())):
         return web.json_response({"error": "unauthorized"}, status=401,
                                  headers={"WWW-Authenticate": "Bearer"})
     return _cross_site_refusal(request, cfg) or await handler(request)
@@ -142,7 +151,7 @@ async def journal_trouble(request: web.Request, handler: Handler) -> web.StreamR
                                  status=503, headers={"Retry-After": "5"})
 
 
-def _token_ok(request: web.Request, token: str) -> bool:
+def token_ok(request: web.Request, token: str) -> bool:
     """`Authorization: Bearer <token>` (the scheme in any case, RFC 9110) or `?token=`."""
     scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
     given = value.strip() if scheme.lower() == "bearer" else request.query.get("token", "")
@@ -161,10 +170,17 @@ def _cross_site_refusal(request: web.Request, cfg: HttpConfig) -> web.Response |
     if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site" \
             or not _origin_ok(request.headers.get("Origin"), request.host or "", cfg):
         return web.json_response({"error": "refused: sent from another site"}, status=403)
-    if request.content_type != "application/json":
+    if request.content_type != "application/json" and not _takes_forms(request):
         return web.json_response({"error": "Content-Type must be application/json"},
                                  status=415)
     return None
+
+
+def _takes_forms(request: web.Request) -> bool:
+    """A route in FORM_PATHS, by its path or by its pattern (/token/{token}/asr)?"""
+    forms = request.app.get(FORM_PATHS, ())
+    resource = request.match_info.route.resource
+    return request.path in forms or (resource is not None and resource.canonical in forms)
 
 
 def _origin_ok(origin: str | None, host_header: str, cfg: HttpConfig) -> bool:
@@ -434,6 +450,8 @@ def make_app(api: Api) -> web.Application:
     r.add_post("/jobs/{job_id}/cancel", cancel)
     r.add_get("/jobs/{job_id}/events", events_job)
     r.add_get("/jobs/{job_id}/events/history", history)
+    for extend in api.extensions:
+        extend(app)
     return app
 
 

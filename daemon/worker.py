@@ -19,13 +19,15 @@ from .config import LiveConfig
 from .domain import Transcript
 from .errors import Cancelled, InputError, ModelUnavailable, TransientError, daemon_short
 from .events import EventBus, EventType
-from .journal import Job, Journal, JournalUnavailable, record_written
+from .journal import Job, JournalUnavailable
 from .logs import log_context
 from .outcomes import Outcomes, identity_problem
 from .pipeline import Reporter
 from .progress import Degradations, JobReporter, JobSignals, RunningJob, RunningJobs
+from .queue import JobQueue
 from .threads import Blocking
-from .writer import Outbox, OutboxFull, content_hash, outbox_for, outputs_intact
+from .uploads import input_path, input_root, outbox_of
+from .writer import Outbox, OutboxFull, content_hash, outputs_intact
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ OUTBOX_RETRY_MAX_SECONDS = 30.0
 
 
 class Worker:
-    def __init__(self, live: LiveConfig, journal: Journal, running: RunningJobs,
+    def __init__(self, live: LiveConfig, journal: JobQueue, running: RunningJobs,
                  bus: EventBus, blocking: Blocking, outcomes: Outcomes,
                  transcribe: Transcribe, stopping: asyncio.Event,
                  wake: asyncio.Event, degradations: Degradations) -> None:
@@ -82,8 +84,8 @@ class Worker:
 
     async def _run_job(self, job: Job) -> None:
         config = self._live.current
-        path = config.paths.inbox / job.rel_path
-        if self._stopping.is_set() or not await self._blocking(config.paths.inbox.is_dir):
+        path = input_path(config, job)  # the inbox's file, or an upload's in state_dir
+        if self._stopping.is_set() or not await self._blocking(input_root(config, job).is_dir):
             await self._blocking(self._journal.requeue, job.id)
             if not self._stopping.is_set():
                 await asyncio.sleep(config.watch.poll_interval)
@@ -150,14 +152,14 @@ class Worker:
             await self._outcomes.done_earlier(job, written)
             return True
         try:  # forgotten, so a crash in this run is charged as usual (Journal.recover)
-            await self._blocking(record_written, self._journal, job.id, None)
+            await self._blocking(self._journal.record_written, job.id, None)
         except JournalUnavailable:  # a note that does not match harms nothing meanwhile
             pass
         return False
 
     async def _write(self, run: RunningJob, transcript: Transcript,
                      elapsed: float) -> list[str]:
-        job, outbox = run.job, outbox_for(self._live.current)
+        job, outbox = run.job, outbox_of(self._live.current, run.job)
         if transcript.no_speech:
             await self._blocking(outbox.clear_error, job.rel_path)
             return []
@@ -173,7 +175,7 @@ class Worker:
                    "language": transcript.language, "audio_seconds": transcript.duration,
                    "processing_seconds": elapsed, "cues": len(transcript.cues)}
         try:
-            record_written(self._journal, job.id, written)
+            self._journal.record_written(job.id, written)
         except JournalUnavailable as exc:  # the outcome waits for the journal anyway
             log.warning("writing the outputs of %r unnoted (%s): a crash before the journal "
                         "records it would transcribe it again", job.rel_path, exc)

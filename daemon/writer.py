@@ -12,6 +12,7 @@ fit NAME_MAX with a short hash when the input's name is very long.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -26,6 +27,8 @@ from typing import Any
 from .config import Config
 from .domain import Transcript
 from .errors import TransientError, classify_os_error
+from .libraries import library_of
+from .naming import Naming
 from .subtitles import render
 
 TMP_PREFIX = ".subwatch-"
@@ -75,6 +78,56 @@ def atomic_write(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def write_beside(path: Path, text: str) -> None:
+    """`atomic_write` into a folder that is not ours (a media library, issue 13): the folder is
+    never created (a show deleted meanwhile stays deleted), and where the filesystem can
+    (O_TMPFILE: ext4, xfs, btrfs, tmpfs) the new file has no name until it is linked under a
+    temp name and renamed over the target, so a crash while writing leaves nothing beside the
+    media. Elsewhere (NFS, SMB) a hidden temp name lives for the length of one write."""
+    try:
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "the media file's folder is gone",
+                                str(path.parent)) from None
+    try:
+        if not _write_unnamed(folder, path.name, text):
+            atomic_write(path, text)
+            return
+        with contextlib.suppress(OSError):  # some shares cannot fsync a folder: the rename
+            os.fsync(folder)                 # stands all the same
+    finally:
+        os.close(folder)
+
+
+def _write_unnamed(folder: int, name: str, text: str) -> bool:
+    """Write `text` to an O_TMPFILE in `folder`, then link it and rename it to `name`; False
+    when the filesystem has no O_TMPFILE or cannot link one (nothing was written then)."""
+    try:
+        fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+            return False
+        raise
+    tmp = f"{TMP_PREFIX}{secrets.token_hex(6)}{TMP_SUFFIX}"
+    with open(fd, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+        try:  # dst_dir_fd makes it linkat(AT_SYMLINK_FOLLOW): /proc's link is followed
+            os.link(f"/proc/self/fd/{fh.fileno()}", tmp, dst_dir_fd=folder,
+                    follow_symlinks=True)
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.EPERM, errno.ENOENT, errno.EOPNOTSUPP):
+                return False
+            raise
+    try:
+        os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        os.unlink(tmp, dir_fd=folder)
+        raise
+    return True
 
 
 def is_temp_name(name: str) -> bool:
@@ -136,18 +189,30 @@ class Outbox:
     `extensions`, inputs that share a stem in one folder get distinct outputs (`stem`)."""
 
     def __init__(self, root: Path, template: str, formats: Iterable[str],
-                 inbox: Path | None = None, extensions: Iterable[str] = ()) -> None:
+                 inbox: Path | None = None, extensions: Iterable[str] = (), *,
+                 naming: Naming | None = None, errors: Path | None = None, prefix: str = "",
+                 sidecar: bool = False) -> None:
         self.root = root
         self.template = template
         self.formats = tuple(formats)
         self.inbox = inbox
         self.extensions = tuple(dict.fromkeys(e.lower() for e in extensions))
+        # Issue 13: `{lang}` as players read it; error files in `errors` (a sidecar library's
+        # outbox folder, never beside the media); journal keys under `prefix` (a library's)
+        self.naming = naming
+        self.error_root = errors or root
+        self.prefix = prefix
+        self.sidecar = sidecar
 
-    def folder(self, rel_path: str) -> Path:
-        rel = PurePosixPath(rel_path)
+    def inner(self, rel_path: str) -> str:
+        """The path inside the inbox or library, from the journal's rel_path."""
+        return rel_path[len(self.prefix):] if rel_path.startswith(self.prefix) else rel_path
+
+    def folder(self, rel_path: str, root: Path | None = None) -> Path:
+        rel = PurePosixPath(self.inner(rel_path))
         if rel.is_absolute() or ".." in rel.parts:
             raise ValueError(f"refusing an input path outside the inbox: {rel_path!r}")
-        return self.root / utf8_path(str(rel.parent))
+        return (root or self.root) / utf8_path(str(rel.parent))
 
     def stem(self, rel_path: str) -> str:
         """What `{stem}` stands for in this input's output and error file names."""
@@ -161,7 +226,7 @@ class Outbox:
         none overwrites another's. A few stats, whatever the folder's size."""
         if self.inbox is None:
             return False
-        rel = PurePosixPath(rel_path)
+        rel = PurePosixPath(self.inner(rel_path))
         folder = self.inbox / rel.parent
         for ext in self.extensions:
             for other in {f"{rel.stem}.{ext}", f"{rel.stem}.{ext.upper()}"}:
@@ -173,23 +238,26 @@ class Outbox:
     def stem_room(self) -> int:
         """Bytes a stem may take so that every output name and the error name fit NAME_MAX."""
         uses = max(1, self.template.count("{stem}"))
-        rest = [name_bytes(self.template.format(stem="", lang="x" * LANG_ROOM, ext=fmt))
+        room = max(LANG_ROOM, self.naming.room() if self.naming else 0)
+        rest = [name_bytes(self.template.format(stem="", lang="x" * room, ext=fmt))
                 for fmt in self.formats or ("srt",)]
         return min((NAME_MAX - max(rest)) // uses, NAME_MAX - len(ERROR_SUFFIX))
 
     def target(self, rel_path: str, lang: str, fmt: str) -> Path:
+        lang = self.naming.lang_part(lang) if self.naming else lang
         name = self.template.format(stem=self.stem(rel_path), lang=lang, ext=fmt)
         return self.folder(rel_path) / name
 
     def error_path(self, rel_path: str) -> Path:
-        return self.folder(rel_path) / f"{self.stem(rel_path)}{ERROR_SUFFIX}"
+        return self.folder(rel_path, self.error_root) / f"{self.stem(rel_path)}{ERROR_SUFFIX}"
 
     def clear_error(self, rel_path: str) -> None:
         """Remove this input's error file after a success: the one at today's name, and the one
         it had while its stem was (or was not) shared, as siblings come and go; each only when
         its `input` says it is this input's, so a success never removes a sibling's."""
         rel, room = PurePosixPath(rel_path), self.stem_room()
-        names = [self.folder(rel_path) / (fit_stem(base, rel.name, room) + ERROR_SUFFIX)
+        names = [self.folder(rel_path, self.error_root) /
+                 (fit_stem(base, rel.name, room) + ERROR_SUFFIX)
                  for base in dict.fromkeys((rel.stem, rel.name))]
         for path in [*names, *self.error_places(rel_path)[1:]]:
             if _error_input(path) == error_input(rel_path):
@@ -216,7 +284,8 @@ class Outbox:
     def _pattern(self, rel_path: str, ext: str) -> re.Pattern[str]:
         marker = "\x00lang\x00"
         name = self.template.format(stem=self.stem(rel_path), lang=marker, ext=ext)
-        return re.compile(re.escape(name).replace(re.escape(marker), r"[a-z]{2,3}"))
+        lang = self.naming.lang_pattern() if self.naming else r"[a-z]{2,3}"
+        return re.compile(re.escape(name).replace(re.escape(marker), lang))
 
     def write(self, rel_path: str, transcript: Transcript) -> list[Path]:
         """Write every configured format; the error file of an earlier failure goes away."""
@@ -233,7 +302,7 @@ class Outbox:
         """Write what `plan` made, each file atomically; a full disk is OutboxFull."""
         try:
             for path, text in planned.items():
-                atomic_write(path, text)
+                (write_beside if self.sidecar else atomic_write)(path, text)
             self.clear_error(rel_path)
         except OSError as exc:
             if exc.errno in FULL_ERRNOS:
@@ -265,7 +334,8 @@ class Outbox:
         refuses), a hashed name there, then the same name at the outbox root. Its `input`
         says whose it is, so a failed job always leaves one."""
         hashed = hashlib.sha1(os.fsencode(rel_path)).hexdigest()[:HASH_CHARS] + ERROR_SUFFIX
-        return [self.error_path(rel_path), self.folder(rel_path) / hashed, self.root / hashed]
+        return [self.error_path(rel_path), self.folder(rel_path, self.error_root) / hashed,
+                self.error_root / hashed]
 
 
 def content_hash(text: str) -> str:
@@ -300,7 +370,20 @@ def _error_input(path: Path) -> object:
     return record.get("input") if isinstance(record, dict) else None
 
 
-def outbox_for(config: Config) -> Outbox:
-    """The outbox as the config in force names it (cheap: build one where it is needed)."""
-    return Outbox(config.paths.outbox, config.output.name_template, config.output.formats,
-                  inbox=config.paths.inbox, extensions=config.watch.extensions)
+def outbox_for(config: Config, rel_path: str = "") -> Outbox:
+    """Where the input with this journal rel_path writes, as the config in force says (cheap:
+    build one where it is needed): the outbox for the inbox's files; for a library's, its
+    folder in the outbox, or beside the media (sidecar) with error files in that folder."""
+    out = config.output
+    naming = Naming(out.lang_style, out.tag, out.sdh, out.forced)
+    found = library_of(config, rel_path)
+    if found is None or found[0].default:  # a library since removed: errors to the outbox
+        return Outbox(config.paths.outbox, out.name_template, out.formats,
+                      inbox=config.paths.inbox, extensions=config.watch.extensions,
+                      naming=naming)
+    lib = found[0]
+    sidecar = lib.output == "sidecar"
+    return Outbox(lib.root if sidecar else lib.outbox_root(config), out.name_template,
+                  out.formats, inbox=lib.root, extensions=config.watch.extensions,
+                  naming=naming, errors=lib.outbox_root(config), prefix=lib.prefix,
+                  sidecar=sidecar)

@@ -31,7 +31,7 @@ from daemon.worker import Transcribe
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def make_config(root: Path, **tables: dict[str, Any]) -> Config:
+def make_config(root: Path, **tables: Any) -> Config:
     """A config rooted in `root` with fast settling; tables override per test."""
     raw: dict[str, Any] = {
         "watch": {"settle_seconds": 0.3, "poll_interval": 0.5},
@@ -39,7 +39,10 @@ def make_config(root: Path, **tables: dict[str, Any]) -> Config:
         "http": {"port": 0},
     }
     for name, values in tables.items():
-        raw.setdefault(name, {}).update(values)
+        if isinstance(values, list):  # [[name]] tables (path_maps, libraries)
+            raw[name] = values
+        else:
+            raw.setdefault(name, {}).update(values)
     (root / "inbox").mkdir(parents=True, exist_ok=True)
     return config_from_dict(raw, base=root)
 

@@ -171,3 +171,20 @@ def test_ctrl_c_during_transcribe_is_one_line_and_exit_1(tmp_path: Path) -> None
     assert proc.returncode == 1, err
     assert "Traceback" not in err and err.strip().endswith("subwatch: interrupted")
     assert not list((tmp_path / "out").glob("*.srt"))  # stopped before anything was written
+
+
+def test_two_inputs_that_would_write_one_subtitle_are_refused_before_any_work(
+        tmp_path: Path, short_wav: Path) -> None:
+    """`transcribe a/x.wav b/x.mp3 -o subs`: both would be subs/x.en.srt, the second silently
+    replacing the first; the run is refused at once (exit 2), naming both."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = Path(shutil.copy(short_wav, tmp_path / "a" / "x.wav"))
+    second = Path(shutil.copy(short_wav, tmp_path / "b" / "x.mp3"))
+    out = tmp_path / "subs"
+    done = subprocess.run([sys.executable, "-m", "daemon", "transcribe", str(first),
+                           str(second), "-o", str(out)], cwd=ROOT, env=child_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert str(first) in done.stderr and str(second) in done.stderr
+    assert not out.exists()

@@ -81,11 +81,11 @@ def test_settler_waits_for_size_and_mtime_to_hold(tmp_path: Path) -> None:
 
 
 def test_auto_mode_polls_on_network_filesystems(monkeypatch: pytest.MonkeyPatch) -> None:
-    import daemon.watcher as watcher
+    import daemon.discovery.mode as mode_module
 
     for fstype, mode in (("nfs4", "poll"), ("cifs", "poll"), ("fuse.sshfs", "poll"),
                          ("ext4", "events"), ("overlay", "events")):
-        monkeypatch.setattr(watcher, "filesystem_type", lambda _p, f=fstype: f)
+        monkeypatch.setattr(mode_module, "filesystem_type", lambda _p, f=fstype: f)
         assert choose_mode("auto", Path("/x")) == mode
     assert choose_mode("poll", Path("/x")) == "poll"
 
@@ -369,8 +369,8 @@ async def test_failing_scans_back_off_and_are_logged_once(
     watcher = Watcher(inbox, cfg, lambda _rel, _st: False, admit, blocking, clock=clock)
     task = asyncio.create_task(watcher.run())
 
-    def scans() -> int:
-        return attempts.count("scan_unknown")
+    def scans() -> int:  # the walk of the whole inbox, as handed to the executor
+        return attempts.count("walk")
 
     def ticks_after(count: int) -> Callable[[], bool]:
         start = attempts.count("stat")
@@ -419,6 +419,8 @@ async def test_an_unexpected_scan_error_is_retried_later_and_logged_once(
     assert watcher.scans_failing()
     broken = False
     clock.now += 2.0
+    await wait_until(lambda: watcher.scan_failures == 0, 20, "a scan that works")
+    clock.now += 1.0  # settling runs on the watcher's clock too
     await wait_until(lambda: admitted, 20, "admitted once the journal works")
     await stop_watcher(task)
     assert watcher.scan_failures == 0 and not watcher.scans_failing()

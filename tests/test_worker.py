@@ -91,6 +91,26 @@ async def test_permanent_input_error_fails_at_once(tmp_path: Path) -> None:
     assert (job["state"], job["attempts"], job["error"]) == ("failed", 1, "corrupt")
 
 
+async def test_a_failure_is_recorded_only_once_its_error_file_is_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever sees `failed` in the journal (/jobs, a monitoring script) finds the error file:
+    it is written before the journal records the failure, not just after."""
+    from daemon.journal import Journal
+
+    seen: list[bool] = []
+    record = Journal.fail
+
+    def watched(journal: Journal, job_id: str, code: str, message: str) -> None:
+        seen.append(any((tmp_path / "outbox").rglob("*.error.json")))
+        record(journal, job_id, code, message)
+
+    monkeypatch.setattr(Journal, "fail", watched)
+    pipeline = ScriptedPipeline(failures=[InputError("corrupt", "the media cannot be decoded")])
+    drop(tmp_path)
+    await run_burst(make_config(tmp_path), transcribe=pipeline)
+    assert seen == [True]
+
+
 async def test_cancel_between_two_segments_over_http(tmp_path: Path) -> None:
     pipeline = ScriptedPipeline(hold_after=2)
     async with running_service(tmp_path, transcribe=pipeline) as service, \

@@ -19,7 +19,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import Config, WhisperConfig
-from ..domain import Audio, Cue, Draft, Dropped, Segment, SpanVerdict, SpeechSpan, Transcript
+from ..domain import (
+    Audio,
+    Cue,
+    Draft,
+    Dropped,
+    Segment,
+    SpanVerdict,
+    SpeechSpan,
+    Transcript,
+    later,
+)
 from ..errors import Cancelled
 from ..models import ModelCache, ModelSpec
 
@@ -79,6 +89,12 @@ class JobState:
     dropped: tuple[Dropped, ...] = ()  # segments the guards kept out, and why
     language: str | None = None
     focus: tuple[int, int] | None = None  # spans[a:b] this pass is about (a conveyor's group)
+    # The audio stream decoded (`tracks.TrackChoice.as_dict()`), where its first sample sits
+    # on the container's timeline (every time is shifted by it at the end), and the language
+    # Whisper is told where the config leaves it to detection (the library's, the track's).
+    track: Mapping[str, Any] | None = None
+    offset: float = 0.0
+    language_hint: str | None = None
 
     def grow(self, **fields: Any) -> JobState:
         return dataclasses.replace(self, **fields)
@@ -102,9 +118,11 @@ class JobState:
         return audio
 
     def transcript(self, config: WhisperConfig) -> Transcript:
+        """What the stages made, on the container's timeline."""
         language = self.language or expected_language(config) or "und"
         duration = self.audio.duration if self.audio is not None else 0.0
-        return Transcript(language, duration, self.segments, self.cues, self.dropped)
+        return Transcript(language, duration, self.segments, self.cues, self.dropped,
+                          self.track).shifted(self.offset)
 
 
 def expected_language(cfg: WhisperConfig) -> str | None:
@@ -115,6 +133,28 @@ def expected_language(cfg: WhisperConfig) -> str | None:
     if cfg.language != "auto":
         return cfg.language
     return "en" if cfg.model.endswith(".en") else None
+
+
+class ShiftedReporter:
+    """A reporter whose drafts and cues go out `offset` seconds later: live subtitles on the
+    container's timeline, as the written ones (audio that starts after the video)."""
+
+    def __init__(self, inner: Reporter, offset: float) -> None:
+        self._inner = inner
+        self._offset = offset
+
+    def progress(self, phase: str, fraction: float, overall: float | None, message: str = "",
+                 details: Details | None = None) -> None:
+        self._inner.progress(phase, fraction, overall, message, details)
+
+    def draft(self, draft: Draft) -> None:
+        self._inner.draft(later(draft, self._offset))
+
+    def final(self, cue: Cue, replaces: tuple[str, ...], details: Details | None = None) -> None:
+        self._inner.final(later(cue, self._offset), replaces, details)
+
+    def degraded(self, component: str, reason: str) -> None:
+        self._inner.degraded(component, reason)
 
 
 class StageReport:

@@ -19,38 +19,27 @@ A file in the inbox is hostile until proven otherwise, so the decoder also:
 from __future__ import annotations
 
 import os
-import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from ..config import Config
 from ..domain import SAMPLE_RATE, Audio
 from ..errors import Cancelled, InputError, classify_os_error
+from ..libraries import language_for_path
 from ..models import ModelSpec, memory_status
+from ..naming import whisper_code
 from .base import JobState, StageContext
+from .opening import inside, open_container, open_input
 from .spool import PcmSpool
+from .tracks import TrackChoice, choose_audio, frame_offset, preferred_language
 
 # A file whose frames fail this often is damaged beyond what is worth transcribing.
 MAX_BAD_FRAME_RATIO = 0.5
-
-# FFmpeg demuxers that read one self-contained audio or video file (names as in
-# `container.format.name`). Everything else is refused: concat/ffconcat, hls, dash, image2,
-# sdp/rtsp, tee, lavfi and the like open other files or URLs by name.
-MEDIA_DEMUXERS = frozenset({
-    "mov", "mp4", "m4a", "matroska", "webm", "mp3", "wav", "w64", "flac", "ogg", "aac", "asf",
-    "avi", "mpegts", "mpeg", "flv", "aiff", "caf", "wv", "ape", "amr", "ac3", "eac3", "dts",
-    "truehd", "mlp", "au", "rm", "nut", "dv", "loas", "tta", "dsf", "mpc", "mpc8", "xwma",
-})
-# format_whitelist: FFmpeg refuses any other demuxer while probing, before it reads anything
-# the file names; enable_drefs=0: MOV's external data references stay off (FFmpeg's default).
-DEMUX_OPTIONS = {"format_whitelist": ",".join(sorted(MEDIA_DEMUXERS)), "enable_drefs": "0"}
-REFUSED_NOTE = ("concat lists, playlists, image sequences and other formats that refer to other "
-                "files are refused")
 
 # At the peak of joining the pieces, each sample is held as int16 (2 bytes) and float32 (4).
 PEAK_BYTES_PER_SAMPLE = 6
@@ -95,7 +84,7 @@ def limits_for(config: Config) -> DecodeLimits:
 def confinement(path: Path, inbox: Path) -> Path | None:
     """The folder a read of `path` must stay inside: the inbox for a path named in it (every
     job), nothing for a file named elsewhere (`subwatch transcribe` on the user's own file)."""
-    return inbox if _inside(os.path.abspath(path), os.path.abspath(inbox)) else None
+    return inbox if inside(os.path.abspath(path), os.path.abspath(inbox)) else None
 
 
 class DecodeStage:
@@ -109,12 +98,18 @@ class DecodeStage:
 
     def __call__(self, state: JobState, ctx: StageContext) -> JobState:
         ctx.report.progress(0.0, "decoding")
+        library_language = language_for_path(ctx.config, state.path)
+        track: list[TrackChoice] = []
         audio = decode(state.path, ctx.cancel, ctx.report.progress, limits_for(ctx.config),
                        confinement(state.path, ctx.config.paths.inbox),
-                       spool_folder(ctx.config))
+                       spool_folder(ctx.config),
+                       preferred_language(ctx.config, library_language), track)
+        chosen = track[0]
         ctx.report.progress(1.0, f"{audio.duration:.1f} s of audio",
-                            audio_seconds=round(audio.duration, 3))
-        return state.grow(audio=audio)
+                            audio_seconds=round(audio.duration, 3), track=chosen.as_dict())
+        hint = library_language or chosen.language
+        return state.grow(audio=audio, track=chosen.as_dict(), offset=chosen.offset_seconds,
+                          language_hint=whisper_code(hint) if hint else None)
 
 
 def spool_folder(config: Config) -> Path:
@@ -124,29 +119,35 @@ def spool_folder(config: Config) -> Path:
 
 def decode(path: Path, cancel: threading.Event | None = None,
            progress: ProgressFn | None = None, limits: DecodeLimits = DecodeLimits(),
-           within: Path | None = None, spool: Path | None = None) -> Audio:
-    """The whole audio track of `path`, resampled; raises InputError/TransientError/Cancelled.
+           within: Path | None = None, spool: Path | None = None,
+           language: str | None = None, chosen: list[TrackChoice] | None = None) -> Audio:
+    """One audio stream of `path`, resampled; raises InputError/TransientError/Cancelled.
     With `within`, the file read must lie inside that folder (links resolved). With `spool`,
-    the samples go to a temporary file in that folder, not memory (`SpooledAudio`)."""
+    the samples go to a temporary file in that folder, not memory (`SpooledAudio`). The
+    stream is the one in `language`, else the default-flagged one, else the first
+    (`tracks.choose_audio`); `chosen` receives that choice, with the offset of the first
+    decoded sample on the container's timeline."""
     sink: _Sink = _Spooled(PcmSpool(spool), limits) if spool is not None else _Samples(limits)
     try:
-        return _decode_into(sink, path, cancel, progress, limits, within)
+        return _decode_into(sink, path, cancel, progress, limits, within, language,
+                            chosen if chosen is not None else [])
     except BaseException:
         sink.discard()
         raise
 
 
 def _decode_into(sink: _Sink, path: Path, cancel: threading.Event | None,
-                 progress: ProgressFn | None, limits: DecodeLimits,
-                 within: Path | None) -> Audio:
+                 progress: ProgressFn | None, limits: DecodeLimits, within: Path | None,
+                 language: str | None, chosen: list[TrackChoice]) -> Audio:
     import av
 
     try:
         with open_input(path, within) as fh:
             if os.fstat(fh.fileno()).st_size == 0:
                 raise InputError("empty_file", "the file is empty (0 bytes)")
-            with _open_container(fh) as container:
-                _decode_container(container, sink, cancel, progress, limits)
+            with open_container(fh) as container:
+                chosen.append(_decode_container(container, sink, cancel, progress, limits,
+                                                language))
                 return sink.audio()
     except av.error.InvalidDataError as exc:
         raise InputError("not_media", f"not a readable media file ({_reason(exc)})") from None
@@ -158,89 +159,31 @@ def _decode_into(sink: _Sink, path: Path, cancel: threading.Event | None,
         raise classify_os_error(exc, "cannot read the file") from None
 
 
-def open_input(path: Path, within: Path | None = None) -> BinaryIO:
-    """`path` opened once for reading: resolved, opened without following a link, a regular
-    file, and (with `within`) inside that folder as the descriptor itself says, so nothing
-    re-pointed between the check and the read can move the read elsewhere."""
-    real = os.path.realpath(path)
-    if within is not None and not _inside(real, os.path.realpath(within)):
-        raise InputError("outside_inbox", "the file resolves to a place outside the inbox")
-    fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InputError("not_a_file", "not a regular file")
-        if within is not None and not _inside(_opened_path(fd) or real,
-                                              os.path.realpath(within)):
-            raise InputError("outside_inbox", "the file was moved outside the inbox while "
-                                              "it was being opened")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _opened_path(fd: int) -> str | None:
-    """Where an open descriptor really points (Linux), or None where that cannot be asked."""
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return None
-
-
-def _inside(path: str, root: str) -> bool:
-    try:
-        return os.path.commonpath([path, root]) == root
-    except ValueError:
-        return False
-
-
-def _open_container(fh: BinaryIO) -> Any:
-    """The container, from a media demuxer only; a reference format is a permanent error."""
-    import av
-
-    try:
-        container = av.open(fh, metadata_errors="ignore", options=DEMUX_OPTIONS)
-    except av.error.ArgumentError:  # EINVAL: what FFmpeg says of a demuxer off the whitelist
-        raise InputError("unsafe_container",
-                         f"not a plain media file: {_looks_like(fh)} ({REFUSED_NOTE})") from None
-    if not set(container.format.name.split(",")) & MEDIA_DEMUXERS:  # in case a build ignores
-        container.close()                                            # format_whitelist
-        raise InputError("unsafe_container", f"not a plain media file: FFmpeg reads it as "
-                                             f"{container.format.name!r} ({REFUSED_NOTE})")
-    return container
-
-
-def _looks_like(fh: BinaryIO) -> str:
-    """A name for what the file is, for the error message, from its first bytes."""
-    fh.seek(0)
-    head = fh.read(64).lstrip()
-    if head.startswith(b"ffconcat"):
-        return "an FFmpeg concat list"
-    if head.startswith(b"#EXTM3U"):
-        return "a playlist"
-    return "FFmpeg reads it only with a demuxer that is not for audio or video files"
-
-
 def _decode_container(container: Any, sink: _Sink, cancel: threading.Event | None,
-                      progress: ProgressFn | None, limits: DecodeLimits) -> None:
+                      progress: ProgressFn | None, limits: DecodeLimits,
+                      language: str | None) -> TrackChoice:
     import av
 
-    if not container.streams.audio:
+    choice = choose_audio(container, language)
+    if choice is None:
         kinds = sorted({s.type for s in container.streams}) or ["no streams"]
         raise InputError("no_audio", f"the file has no audio stream (it has: {', '.join(kinds)})")
-    stream = container.streams.audio[0]
+    stream = container.streams[choice.index]
     total = float(stream.duration * stream.time_base) if stream.duration else (
         container.duration / 1_000_000 if container.duration else None)
     limits.check_declared(total)
     resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    offset = None
     for frame in _frames(container, stream):
         if cancel is not None and cancel.is_set():
             raise Cancelled("stopped while decoding")
+        if offset is None:  # the first frame: where decoded sample 0 sits (tracks.frame_offset)
+            offset = frame_offset(container, frame)
         sink.add(resampler.resample(frame))
         if progress and total:
             progress(min(sink.count / SAMPLE_RATE / total, 1.0))
     sink.add(resampler.resample(None))
+    return replace(choice, offset_seconds=choice.offset_seconds if offset is None else offset)
 
 
 class _Sink:

@@ -194,7 +194,8 @@ class GroupRun:
             heard = heard_for(spans, self._state.spans, self._state.windows,
                               self._audio.length)
             result = transcribe(self._model, self._audio, heard, ctx.config.whisper, ctx.cancel,
-                                prompt=self._prompt(drafts))
+                                prompt=self._prompt(drafts), voice=self._state.voice,
+                                hint=self._state.language_hint)
         speech = sum(s.end - s.start for s in spans) / self._audio.sample_rate
         self._languages[result.language] = self._languages.get(result.language, 0.0) + speech
         kept = [k for seg in result.segments for k in self._checked(seg, drafts)]

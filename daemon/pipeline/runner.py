@@ -10,7 +10,16 @@ from ..domain import Transcript
 from ..errors import ConfigError
 from ..logs import log_context
 from ..models import ModelCache, ModelSpec
-from .base import JobState, NullReporter, Reporter, Stage, StageContext, StageReport, bands
+from .base import (
+    JobState,
+    NullReporter,
+    Reporter,
+    ShiftedReporter,
+    Stage,
+    StageContext,
+    StageReport,
+    bands,
+)
 from .stages import build_stages
 
 
@@ -58,8 +67,9 @@ class Pipeline:
         state = JobState(path)
         try:
             for stage, band in zip(self.stages, self._bands, strict=True):
+                out = ShiftedReporter(rep, state.offset) if state.offset else rep
                 ctx = StageContext(config, self._cache, cancel,
-                                   StageReport(rep, stage.name, band))
+                                   StageReport(out, stage.name, band))
                 ctx.check_cancel(f"starting {stage.name}")
                 with log_context(stage=stage.name):
                     state = stage(state, ctx)

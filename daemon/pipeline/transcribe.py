@@ -118,7 +118,7 @@ class WhisperStage:
         guard = SegmentGuard(edges.speech)
         with ctx.inference(self.spec):
             result = transcribe(model, audio, state.hearing, ctx.config.whisper, ctx.cancel,
-                                on_segment, guard, voice=state.voice)
+                                on_segment, guard, voice=state.voice, hint=state.language_hint)
         finals.flush()
         return state.grow(segments=tuple(result.segments), cues=tuple(finals.cues),
                           language=result.language, dropped=tuple(guard.dropped))
@@ -129,11 +129,14 @@ def transcribe(model: Any, audio: Audio, spans: Sequence[SpeechSpan], cfg: Whisp
                on_segment: SegmentFn | None = None,
                guard: SegmentGuard | None = None, prompt: str | None = None,
                voice: Sequence[SpeechSpan] = (),
-               group_seconds: float = GROUP_SECONDS) -> WhisperResult:
+               group_seconds: float = GROUP_SECONDS,
+               hint: str | None = None) -> WhisperResult:
     """Whisper over `spans` of `audio`, a group at a time (`hearing_groups`), the segments'
-    times mapped back to the source. The language is detected once, on the first group, as
-    one call over all the speech would; later groups are told it."""
-    language = None if cfg.language == "auto" else cfg.language
+    times mapped back to the source. The language is `whisper.language`; left to detection,
+    it is the `hint` (the library's language, the audio track's tag) for a multilingual
+    model, else detected once, on the first group, as one call over all the speech would,
+    and later groups are told it."""
+    language = cfg.language if cfg.language != "auto" else _usable(hint, model)
     segments: list[Segment] = []
     found: str | None = None
     index = 0  # Whisper's own segment numbers, dropped ones included, across the groups
@@ -183,6 +186,12 @@ def _transcribe_group(model: Any, audio: Audio, group: Sequence[SpeechSpan],
         if on_segment:
             on_segment(segment)
     return str(info.language), number
+
+
+def _usable(hint: str | None, model: Any) -> str | None:
+    """A language hint an English-only model cannot take is no hint."""
+    multilingual = getattr(getattr(model, "model", None), "is_multilingual", True)
+    return hint if multilingual else None
 
 
 def batch_size(cfg: WhisperConfig, model: Any) -> int:
