@@ -145,7 +145,7 @@ def ignore_file(item: Candidate, _own: OwnOutputs) -> str | None:
 def external_subtitle(item: Candidate, own_outputs: OwnOutputs) -> str | None:
     """A subtitle file beside the media, in the target language, that is not our own."""
     skip = item.config.skip
-    if not skip.external_subtitles:
+    if not skip.external_subtitles or item.library.default:  # see header_rules
         return None
     target = item.target_language()
     for path, name in beside(item):
@@ -184,9 +184,14 @@ def beside(item: Candidate) -> list[tuple[Path, SubtitleName]]:
 
 
 def header_rules(item: Candidate) -> str | None:
-    """The rules that read the file's header; the file is opened only when one is on."""
+    """The rules that read the file's header; the file is opened only when one is on.
+
+    The subtitle-coverage rules (a subtitle file beside the media, a subtitle stream inside)
+    are for media libraries: a file dropped in the inbox was dropped to be transcribed, and
+    there only `jobs.skip_existing` (our target path taken) holds, as it always has."""
     skip = item.config.skip
-    if not (skip.embedded_subtitles or skip.audio_languages or skip.min_duration):
+    embedded = skip.embedded_subtitles and not item.library.default
+    if not (embedded or skip.audio_languages or skip.min_duration):
         return None
     preferred = preferred_language(item.config, item.library.language)
     info = probe(item.path, preferred, within=item.library.root)
@@ -215,7 +220,7 @@ def audio_not_allowed(item: Candidate, info: MediaInfo) -> str | None:
 
 
 def embedded_subtitle(item: Candidate, info: MediaInfo) -> str | None:
-    if not item.config.skip.embedded_subtitles:
+    if not item.config.skip.embedded_subtitles or item.library.default:
         return None
     target = item.target_language() or (info.audio.language if info.audio else None)
     for sub in info.subtitles:

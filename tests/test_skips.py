@@ -300,3 +300,15 @@ async def test_skipped_once_signalled_logged_once_and_not_examined_after_a_resta
 def skip_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records
             if r.name == "daemon.intake" and r.getMessage().startswith("skipped ")]
+
+
+def test_a_file_dropped_in_the_inbox_is_transcribed_whatever_subtitles_it_carries(
+        tmp_path: Path) -> None:
+    """The coverage rules are the libraries'; a drop folder keeps the contract's one rule
+    (jobs.skip_existing: our own target path taken)."""
+    config = library_config(tmp_path)
+    (tmp_path / "inbox").mkdir(exist_ok=True)
+    build_media(tmp_path / "inbox" / "film.mkv", [AudioSpec(language="eng")],
+                subtitles=[SubtitleSpec(language="eng")])
+    (tmp_path / "inbox" / "film.en.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nhi\n")
+    assert skip_reason(config, "film.mkv", set) is None
