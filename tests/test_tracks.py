@@ -178,3 +178,23 @@ def test_audio_starting_late_shifts_every_cue_by_its_offset(pipeline: Pipeline, 
     assert starts and len(late_starts) == len(starts), (starts, late_starts)
     assert all(abs(b - a - 2.5) <= 0.05 for a, b in zip(starts, late_starts, strict=True)), \
         (starts, late_starts)
+
+
+def test_live_cues_and_drafts_of_late_audio_are_on_the_containers_timeline(
+        pipeline: Pipeline, tmp_path: Path, two_sentences: Speech) -> None:
+    """What /events shows while a job runs is what the file will say: the same shift, and
+    the track chosen is reported with the decode."""
+    from testkit.recording import RecordingReporter
+
+    late = build_media(tmp_path / "late.mkv", [AudioSpec(samples=two_sentences.samples,
+                                                         start=2.5)],
+                       video_seconds=two_sentences.duration + 3.0)
+    seen = RecordingReporter()
+    transcript = pipeline.run(late, threading.Event(), seen)
+    live = [r.cue for r in seen.log if r.kind == "final" and r.cue]
+    drafts = [r.draft for r in seen.log if r.kind == "draft" and r.draft]
+    assert [c.start for c in live] == [c.start for c in transcript.cues]
+    assert drafts and min(d.start for d in drafts) >= 2.5
+    decoded = [r for r in seen.log if r.kind == "progress" and "track" in r.details]
+    assert decoded[-1].details["track"]["offset_seconds"] == pytest.approx(2.5, abs=0.01)
+    assert transcript.track is not None and transcript.track["reason"] == "first"

@@ -4,7 +4,11 @@ faster-whisper's own `decode_audio` silently skips undecodable frames and gives 
 a file with no audio; a daemon needs the reason instead (no audio stream, not media, corrupt), and
 a stop request honoured mid-file, so this is a small decoder of our own on the same library.
 
-A file in the inbox is hostile until proven otherwise, so the decoder also:
+Of several audio streams, the one in the wanted language is decoded (`tracks.choose_audio`),
+and where it starts after the container does, that offset comes back with it: the pipeline
+moves every time by it, since players time subtitles from the container's start.
+
+A file in the inbox is hostile until proven otherwise, so the decoder also (`opening`):
 - reads only what it opened itself: the path is resolved once, opened without following links,
   checked (through the descriptor) to lie inside the inbox, and decoded from that descriptor, so
   a symlink re-pointed after admission cannot redirect the read;
@@ -99,12 +103,10 @@ class DecodeStage:
     def __call__(self, state: JobState, ctx: StageContext) -> JobState:
         ctx.report.progress(0.0, "decoding")
         library_language = language_for_path(ctx.config, state.path)
-        track: list[TrackChoice] = []
-        audio = decode(state.path, ctx.cancel, ctx.report.progress, limits_for(ctx.config),
-                       confinement(state.path, ctx.config.paths.inbox),
-                       spool_folder(ctx.config),
-                       preferred_language(ctx.config, library_language), track)
-        chosen = track[0]
+        audio, chosen = decode_track(
+            state.path, ctx.cancel, ctx.report.progress, limits_for(ctx.config),
+            confinement(state.path, ctx.config.paths.inbox), spool_folder(ctx.config),
+            preferred_language(ctx.config, library_language))
         ctx.report.progress(1.0, f"{audio.duration:.1f} s of audio",
                             audio_seconds=round(audio.duration, 3), track=chosen.as_dict())
         hint = library_language or chosen.language
@@ -119,18 +121,24 @@ def spool_folder(config: Config) -> Path:
 
 def decode(path: Path, cancel: threading.Event | None = None,
            progress: ProgressFn | None = None, limits: DecodeLimits = DecodeLimits(),
-           within: Path | None = None, spool: Path | None = None,
-           language: str | None = None, chosen: list[TrackChoice] | None = None) -> Audio:
+           within: Path | None = None, spool: Path | None = None) -> Audio:
+    """The audio of `path` (see `decode_track`), without saying which stream it was."""
+    return decode_track(path, cancel, progress, limits, within, spool)[0]
+
+
+def decode_track(path: Path, cancel: threading.Event | None = None,
+                 progress: ProgressFn | None = None, limits: DecodeLimits = DecodeLimits(),
+                 within: Path | None = None, spool: Path | None = None,
+                 language: str | None = None) -> tuple[Audio, TrackChoice]:
     """One audio stream of `path`, resampled; raises InputError/TransientError/Cancelled.
     With `within`, the file read must lie inside that folder (links resolved). With `spool`,
     the samples go to a temporary file in that folder, not memory (`SpooledAudio`). The
     stream is the one in `language`, else the default-flagged one, else the first
-    (`tracks.choose_audio`); `chosen` receives that choice, with the offset of the first
-    decoded sample on the container's timeline."""
+    (`tracks.choose_audio`): that choice comes back with the offset of the first decoded
+    sample on the container's timeline."""
     sink: _Sink = _Spooled(PcmSpool(spool), limits) if spool is not None else _Samples(limits)
     try:
-        return _decode_into(sink, path, cancel, progress, limits, within, language,
-                            chosen if chosen is not None else [])
+        return _decode_into(sink, path, cancel, progress, limits, within, language)
     except BaseException:
         sink.discard()
         raise
@@ -138,7 +146,7 @@ def decode(path: Path, cancel: threading.Event | None = None,
 
 def _decode_into(sink: _Sink, path: Path, cancel: threading.Event | None,
                  progress: ProgressFn | None, limits: DecodeLimits, within: Path | None,
-                 language: str | None, chosen: list[TrackChoice]) -> Audio:
+                 language: str | None) -> tuple[Audio, TrackChoice]:
     import av
 
     try:
@@ -146,9 +154,8 @@ def _decode_into(sink: _Sink, path: Path, cancel: threading.Event | None,
             if os.fstat(fh.fileno()).st_size == 0:
                 raise InputError("empty_file", "the file is empty (0 bytes)")
             with open_container(fh) as container:
-                chosen.append(_decode_container(container, sink, cancel, progress, limits,
-                                                language))
-                return sink.audio()
+                chosen = _decode_container(container, sink, cancel, progress, limits, language)
+                return sink.audio(), chosen
     except av.error.InvalidDataError as exc:
         raise InputError("not_media", f"not a readable media file ({_reason(exc)})") from None
     except av.error.FFmpegError as exc:
