@@ -110,7 +110,7 @@ class RedisQueue:
         """This node's own entries from before a restart at once; others' once Redis has
         answered this node for claim_timeout (after an outage every live worker gets that long
         to heartbeat first, so a job still running is not taken from it)."""
-        ripe = True
+        ripe = self.link.connected_for() >= self.claim_timeout
         with self._holding:
             requeued, failed = self._run(
                 "REAP", self.node, str(int(self.claim_timeout * 1000)) if ripe else "",
