@@ -65,12 +65,14 @@ TRANSIENT_ERRNOS = frozenset(
 # the job goes back to the queue with no attempt charged.
 OUT_OF_DESCRIPTORS = frozenset((errno.EMFILE, errno.ENFILE))
 DAEMON_SHORT = "out_of_descriptors"
+# No room in state_dir for a job's decoded audio (pipeline.spool): the daemon's disk, likewise.
+SPOOL_FULL = "spool_full"
 
 
 def daemon_short(exc: BaseException) -> bool:
     """Did this failure come from the daemon's own shortage rather than from the job?"""
     if isinstance(exc, TransientError):
-        return exc.code == DAEMON_SHORT
+        return exc.code in (DAEMON_SHORT, SPOOL_FULL)
     return isinstance(exc, OSError) and exc.errno in OUT_OF_DESCRIPTORS
 
 

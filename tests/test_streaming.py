@@ -190,3 +190,21 @@ def test_clips_pack_windows_into_full_30s_items() -> None:
     group = [S(0, 10), S(20, 32), S(40, 50), S(60, 100)]
     assert batch_clips(group) == [{"start": 0.0, "end": 22.0}, {"start": 22.0, "end": 32.0},
                              {"start": 32.0, "end": 62.0}, {"start": 62.0, "end": 72.0}]
+
+
+def test_a_full_spool_disk_is_the_daemons_shortage_not_the_files(tmp_path: Path) -> None:
+    """state_dir full: a clear transient error that charges the job no attempt (the worker
+    requeues it), the spool closed, no traceback of the close."""
+    from daemon.errors import SPOOL_FULL, TransientError, daemon_short
+    from testkit.disks import small_tmpfs
+
+    rng = np.random.default_rng(5)
+    path = encode(tmp_path / "minute.flac", (rng.standard_normal(SR * 60) * 0.05)
+                  .astype(np.float32))
+    before = set(os.listdir("/proc/self/fd"))
+    with small_tmpfs(tmp_path / "state", "512k") as state:
+        with pytest.raises(TransientError) as caught:
+            decode(path, spool=state / "spool")
+        assert caught.value.code == SPOOL_FULL and daemon_short(caught.value)
+        assert "no room for the decoded audio" in str(caught.value)
+    assert set(os.listdir("/proc/self/fd")) <= before

@@ -13,15 +13,18 @@ memory again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
 from ..domain import SAMPLE_RATE, Audio
+from ..errors import SPOOL_FULL, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +36,38 @@ class PcmSpool:
     """The writing side: int16 pieces appended as the decoder makes them."""
 
     def __init__(self, folder: Path) -> None:
+        self._folder = folder
         self._file: IO[bytes] = _temporary_file(folder)
         self.count = 0
 
     def write(self, piece: np.ndarray) -> None:
-        self._file.write(np.ascontiguousarray(piece, dtype=np.int16).tobytes())
+        with self._trouble():
+            self._file.write(np.ascontiguousarray(piece, dtype=np.int16).tobytes())
         self.count += len(piece)
 
     def audio(self) -> SpooledAudio:
         """The finished spool as audio to read from (the spool hands its file over)."""
-        self._file.flush()
+        with self._trouble():
+            self._file.flush()
         return SpooledAudio(self._file, self.count)
 
     def discard(self) -> None:
-        self._file.close()
+        """Close and so free the file; what is still buffered is dropped, never an error (the
+        disk that refused it is what the job failed on)."""
+        try:
+            self._file.close()
+        except OSError:
+            pass
+
+    @contextlib.contextmanager
+    def _trouble(self) -> Iterator[None]:
+        """A spool that cannot be written (state_dir full) is the daemon's shortage, not the
+        file's: the job waits for room without being charged an attempt."""
+        try:
+            yield
+        except OSError as exc:
+            raise TransientError(SPOOL_FULL, f"no room for the decoded audio in "
+                                               f"{self._folder}: {exc.strerror or exc}") from None
 
 
 class SpooledAudio(Audio):

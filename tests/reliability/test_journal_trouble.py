@@ -22,6 +22,7 @@ from daemon.cli import EXIT_JOURNAL_CORRUPT
 from daemon.journal import FINAL_STATES
 from testkit import oracle
 from testkit.daemon import DaemonProcess
+from testkit.disks import fill, small_tmpfs
 from testkit.speech import long_speech_wav
 
 NO_PRELOAD = {"preload": []}  # nothing here needs a model before the first job
@@ -50,31 +51,6 @@ def journal_locked(state_dir: Path) -> Iterator[None]:
         holder.stdin.close()  # the holder leaves: its transaction and lock end
         holder.wait(10)
         holder.stdout.close()
-
-
-@contextlib.contextmanager
-def small_tmpfs(folder: Path, size: str = "2m") -> Iterator[Path]:
-    """A small filesystem of its own (these tests run as root), to fill up."""
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                   check=True, timeout=30)
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=True, timeout=30)
-
-
-def fill(folder: Path) -> Path:
-    """Write zeros into `folder` until its filesystem is full; the filler file."""
-    filler = folder / "filler"
-    with open(filler, "wb") as out:
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-        except OSError:
-            pass
-    return filler
 
 
 def jobs(d: DaemonProcess) -> dict[str, dict[str, Any]]:

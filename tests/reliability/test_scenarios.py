@@ -8,7 +8,6 @@ once, the daemon is healthy. The model is the real tiny.en; waits are generous t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from daemon import journal as journal_module
 from daemon.journal import FINAL_STATES, Identity, Journal, record_written
 from testkit import oracle
 from testkit.daemon import DaemonProcess
+from testkit.disks import fill, small_tmpfs
 from testkit.media import copy_slowly
 
 CRASH_HOOK = Path(__file__).parent / "crash_after_rename"  # a sitecustomize: see its docstring
@@ -166,30 +166,6 @@ def test_events_lost_while_the_watcher_was_stopped_are_found_by_the_rescan(
 
 # ---------------------------------------------------------------------------- a full outbox
 
-@contextlib.contextmanager
-def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
-    """A filesystem of its own at `folder` (these tests run as root), unmounted at the end."""
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                   check=True, timeout=30)
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=True, timeout=30)
-
-
-def fill(folder: Path) -> Path:
-    """Write zeros into `folder` until its filesystem is full; the filler file."""
-    filler = folder / "filler.bin"
-    with open(filler, "wb", buffering=0) as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 4096)
-        except OSError:
-            pass
-    return filler
-
-
 def test_a_full_outbox_keeps_the_job_and_reports_degraded_until_space_returns(
         daemon_factory, tmp_path: Path, short_wav: Path) -> None:
     """The outbox's disk is full: no partial subtitle and no temp file is left, the inputs stay,
@@ -197,7 +173,7 @@ def test_a_full_outbox_keeps_the_job_and_reports_degraded_until_space_returns(
     and once the filesystem grows each job is done, once."""
     names = ["a.wav", "b.wav"]
     with small_tmpfs(tmp_path / "outbox", "200k") as outbox:
-        fill(outbox)
+        fill(outbox, "filler.bin")
         d = daemon_factory().start()
         for name in names:
             shutil.copy(short_wav, tmp_path / "inbox" / name)
