@@ -9,7 +9,8 @@ CONFIG ?= config.toml
 # torch must come from this exact pin: it is the CPU build; any other spelling pulls CUDA wheels.
 TORCH  := torch==2.13.0
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_TEST_PACKAGES := espeak-ng sox chromium systemd
+# redis-server: the cluster tests start their own Redis (never one that runs already)
+APT_TEST_PACKAGES := espeak-ng sox chromium systemd redis-server
 # install-service: where things go; DESTDIR stages everything under another root (packaging).
 PREFIX     ?= /opt/subwatch
 SYSCONFDIR ?= /etc
@@ -60,6 +61,9 @@ test-soak: $(VENV)/.test-installed apt-test-deps
 
 bench: $(VENV)/.test-installed apt-test-deps
 	$(PY) bench/overhead.py
+	$(PY) bench/many_files.py --workers 2
+	$(PY) bench/queue_depth.py
+	$(PY) bench/responsiveness.py
 
 install-service:
 	install -d $(DESTDIR)$(PREFIX)
@@ -102,4 +106,4 @@ install-service-files:
 	else echo "staged under $(DESTDIR)"; fi
 
 clean:
-	rm -rf $(VENV) state .pytest_cache
+	rm -rf $(VENV) bench/.venv-cli state .pytest_cache

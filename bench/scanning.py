@@ -15,11 +15,11 @@ transcribe) with the default `settle_seconds` (5) and `poll_interval` (5):
    of `--samples`, against the bound settle_seconds + poll_interval + 1 s.
 
 CPU time of the process is what counts: wall time is noted, but the machine may be shared.
-`--code DIR` runs another source tree's daemon (e.g. `git worktree add /tmp/before HEAD`) on the
-same tree, for a before/after table.
+`--code DIR` runs another source tree's daemon (e.g. `git worktree add /tmp/before HEAD`); given
+twice, both run on the same library in one run, one after the other, and the ratios are printed.
 
     .venv/bin/python bench/scanning.py [--files 100000] [--idle 40] [--windows 3] [--samples 5]
-                                       [--code DIR] [--keep]
+                                       [--code DIR [--code DIR]] [--modes events,poll] [--keep]
 """
 
 from __future__ import annotations
@@ -196,12 +196,12 @@ def wait_for_job(daemon: Daemon, rel: str, deadline: float) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- the runs
 
-def run_mode(code: Path, root: Path, inbox: Path, mode: str, later: list[str],
+def run_mode(code: Path, state: Path, work: Path, inbox: Path, mode: str, later: list[str],
              args: argparse.Namespace) -> dict[str, Any]:
-    work = root / f"run-{mode}"
-    work.mkdir()
-    shutil.copytree(root / "state", work / "state")
-    shutil.copytree(root / "outbox", work / "outbox")
+    """One daemon in `mode` on a copy of `state` (journal and outbox made by its code)."""
+    work.mkdir(parents=True)
+    shutil.copytree(state / "state", work / "state")
+    shutil.copytree(state / "outbox", work / "outbox")
     daemon = Daemon(code, work, inbox, {"mode": mode})
     try:
         ready_s, ready_cpu = daemon.start()
@@ -218,24 +218,52 @@ def run_mode(code: Path, root: Path, inbox: Path, mode: str, later: list[str],
             "folder_scans": status.get("folder_scans")}
 
 
-def prepare(code: Path, root: Path, files: int,
-            samples: int) -> tuple[Path, list[str], dict[str, list[str]]]:
-    inbox = root / "inbox"
-    started = time.monotonic()
-    media = build_library(inbox, files)
-    built = time.monotonic() - started
-    later = {mode: [f"Show 000/Season 00/new-{mode}-{k}.mkv" for k in range(samples)]
-             for mode in ("events", "poll")}
-    plan = root / "plan.json"
-    plan.write_text(json.dumps({"known": media, "later": later["events"] + later["poll"]}))
+def baseline(code: Path, root: Path, args: argparse.Namespace) -> list[float]:
+    """The same daemon on an empty inbox: what idling costs without discovery."""
+    (root / "empty-inbox").mkdir(parents=True)
+    daemon = Daemon(code, root, root / "empty-inbox", {"mode": "events"})
+    try:
+        daemon.start()
+        time.sleep(args.warmup)
+        return idle_cpu(daemon, args.idle, 1)
+    finally:
+        daemon.stop()
+
+
+def populate_for(code: Path, root: Path, inbox: Path, plan: Path) -> None:
+    """A journal and an outbox as `code` writes them, in `root`."""
+    root.mkdir(parents=True)
     seed = Daemon(code, root, inbox, {})  # only for its config file
-    started = time.monotonic()
     subprocess.run([sys.executable, str(Path(__file__).resolve()), "--populate",
                     str(seed.config), str(plan)], cwd=code, check=True,
                    env=dict(os.environ, PYTHONPATH=str(code)))
-    print(f"library: {files} files, {len(media)} media, built in {built:.0f} s; journal "
-          f"filled in {time.monotonic() - started:.0f} s", flush=True)
-    return inbox, media, later
+
+
+def latency_names(codes: list[Path], samples: int) -> dict[tuple[int, str], list[str]]:
+    """The files each run adds, distinct per source tree and mode."""
+    return {(n, mode): [f"Show 000/Season 00/new-{n}-{mode}-{k}.mkv" for k in range(samples)]
+            for n in range(len(codes)) for mode in ("events", "poll")}
+
+
+def measure(codes: list[Path], root: Path, args: argparse.Namespace) -> None:
+    inbox = root / "inbox"
+    started = time.monotonic()
+    media = build_library(inbox, args.files)
+    print(f"library: {args.files} files, {len(media)} media, {args.files // PER_FOLDER} season "
+          f"folders, built in {time.monotonic() - started:.0f} s", flush=True)
+    later = latency_names(codes, args.samples)
+    plan = root / "plan.json"  # every run's new files have a subtitle: admitted as skipped
+    plan.write_text(json.dumps({"known": media, "later": sorted(sum(later.values(), []))}))
+    results = []
+    for n, code in enumerate(codes):
+        populate_for(code, root / f"code{n}", inbox, plan)
+        base = baseline(code, root / f"code{n}" / "empty", args)
+        runs = {mode: run_mode(code, root / f"code{n}", root / f"code{n}" / mode, inbox, mode,
+                               later[(n, mode)], args) for mode in args.modes.split(",")}
+        results.append((code, base, runs))
+        report(code, runs, base)
+    if len(results) == 2:
+        ratios(results)
 
 
 def machine() -> str:
@@ -250,10 +278,9 @@ def machine() -> str:
             f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
-def report(code: Path, runs: dict[str, dict[str, Any]], baseline: list[float]) -> None:
+def report(code: Path, runs: dict[str, dict[str, Any]], base: list[float]) -> None:
     print(f"\ncode: {code}   machine: {machine()}")
-    print(f"baseline (empty inbox, events): idle CPU median {statistics.median(baseline):.2f} % "
-          f"of a core {[round(x, 2) for x in baseline]}")
+    print(f"baseline (empty inbox, events): idle CPU {statistics.median(base):.2f} % of a core")
     print(f"{'mode':7} {'ready s':>8} {'ready CPU s':>11} {'walk s':>7} {'idle % (median)':>16} "
           f"{'admission s (median, max)':>26} {'bound s':>8}")
     for mode, r in runs.items():
@@ -265,7 +292,20 @@ def report(code: Path, runs: dict[str, dict[str, Any]], baseline: list[float]) -
               f"{statistics.median(r['idle_pct']):16.2f} {lat_text:>26} {bound:8.1f}")
         print(f"        idle windows {[round(x, 2) for x in r['idle_pct']]}, latencies "
               f"{[round(x, 2) for x in lat]}, walks {r['scans']}, "
-              f"folder scans {r['folder_scans']}")
+              f"folder scans {r['folder_scans']}", flush=True)
+
+
+def ratios(results: list[tuple[Path, list[float], dict[str, dict[str, Any]]]]) -> None:
+    (before, _, old), (after, _, new) = results
+    print(f"\nsecond / first ({after.name} / {before.name}):")
+    for mode in new:
+        idle = (statistics.median(new[mode]["idle_pct"])
+                / max(statistics.median(old[mode]["idle_pct"]), 1e-9))
+        ready = new[mode]["ready_cpu_s"] / old[mode]["ready_cpu_s"]
+        lat = (statistics.median(new[mode]["latency_s"])
+               / statistics.median(old[mode]["latency_s"])) if new[mode]["latency_s"] else 0.0
+        print(f"  {mode:7} idle CPU x{idle:.3f}   CPU to ready x{ready:.2f}   "
+              f"admission (median) x{lat:.2f}")
 
 
 def main() -> None:
@@ -275,26 +315,18 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--samples", type=int, default=5)
-    parser.add_argument("--code", type=Path, default=ROOT)
+    parser.add_argument("--code", type=Path, action="append",
+                        help="a source tree to run (repeat for a side-by-side table)")
+    parser.add_argument("--modes", default="events,poll", help="which modes to measure")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     parser.add_argument("--populate", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.populate:
         return populate(*args.populate)
-    code = args.code.resolve()
+    codes = [c.resolve() for c in (args.code or [ROOT])]
     root = Path(tempfile.mkdtemp(prefix="subwatch-scanning-"))
     try:
-        inbox, _media, later = prepare(code, root, args.files, args.samples)
-        empty = root / "empty"
-        empty.mkdir()
-        base = Daemon(code, root / "empty", root / "empty-inbox", {"mode": "events"})
-        (root / "empty-inbox").mkdir()
-        base.start()
-        baseline = idle_cpu(base, args.idle, 1)
-        base.stop()
-        runs = {mode: run_mode(code, root, inbox, mode, later[mode], args)
-                for mode in ("events", "poll")}
-        report(code, runs, baseline)
+        measure(codes, root, args)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

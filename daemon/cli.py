@@ -348,7 +348,16 @@ def format_status(data: dict[str, Any]) -> str:
     for key, stats in (data.get("models") or {}).get("stats", {}).items():
         lines.append(f"model:   {key}  loads {stats['load_count']}  hits {stats['hits']}"
                      f"  inferences {stats['inference_count']}")
+    lines += [_node_line(node) for node in (data.get("cluster") or {}).get("nodes", [])]
     return "\n".join(lines)
+
+
+def _node_line(node: dict[str, Any]) -> str:
+    """A cluster node (`[cluster] backend = "redis"`): its role, whether it beats, its jobs."""
+    if not node.get("alive"):
+        return f"node:    {node['node']}  gone (last heartbeat {time.ctime(node['heartbeat'])})"
+    running = ", ".join(repr(r["input"]) for r in node.get("running", [])) or "idle"
+    return f"node:    {node['node']}  {node.get('role')} on {node.get('host')}  {running}"
 
 
 def _duration(seconds: float) -> str:

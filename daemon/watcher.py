@@ -4,10 +4,11 @@ Events (inotify) or polling only say "look here"; truth comes from walks of the 
 walked whole at start, after the OS watcher fails or the inbox comes back after vanishing (a NAS
 that unmounts), and then on a schedule: in events mode every `rescan_seconds`, to catch what
 inotify missed; in poll mode every `poll_interval`, and that walk is the watch (no second
-walker), asking the journal only about files new or changed since the walk before, and about
-all of them every `rescan_seconds`. Between walks an event looks only at what it names: a file,
-or a folder made or moved in, never the whole tree, so a 100 000-file library costs next to
-nothing while idle. A file is admitted only after its size and mtime have held still for
+walker): it lists again only folders whose times moved, stats only media files, and asks the
+journal only about files new or changed since the walk before (about all of them, listing every
+folder, every `rescan_seconds`). Between walks an event looks only at what it names: a file, or
+a folder made or moved in, never the whole tree, so a 100 000-file library costs little while
+idle. A file is admitted only after its size and mtime have held still for
 `settle_seconds`, so a slow copy is never read early.
 
 A share left alone for months collects entries no scan should choke on: symlink loops, names
@@ -74,7 +75,7 @@ class Watcher:
         self._blocking = blocking
         self._settler = Settler(inbox, cfg.settle_seconds, clock)
         self._schedule = ScanSchedule(clock)
-        self._scanner = Scanner(inbox, is_known)
+        self._scanner = Scanner(inbox, is_known, clock, polls=self.mode == "poll")
         problems = Problems()
         self._admission = Admission(self._settler, problems, admit, blocking)
         self._rescan_now = asyncio.Event()

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from daemon.cli import format_status
 from daemon.cluster.events import ClusterEvents
 from daemon.cluster.link import Link, shown_url
 from daemon.cluster.queue import RedisQueue
@@ -413,6 +414,7 @@ async def test_an_sse_client_on_the_intake_node_sees_jobs_run_by_a_worker_node(
         assert {nodes[n]["role"] for n in nodes} == {"intake", "worker"} and all(
             n["alive"] for n in nodes.values())
         assert status["queue"]["done"] == 5 and status["cluster"]["backend"] == "redis"
+        assert f"node:    {worker_node}  worker on " in format_status(status)  # subwatch status
 
 
 def done(events: list[dict[str, Any]]) -> int:

@@ -14,6 +14,7 @@ import asyncio
 import os
 import shutil
 import signal
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ import pytest
 from test_watcher import FrozenClock, Seen, stop_watcher
 
 from daemon.config import WatchConfig
-from daemon.watcher import Settler, Watcher
+from daemon.watcher import Settler, Watcher, scan_files
 from testkit.daemon import DaemonProcess, wait_until
 
 
@@ -144,7 +145,7 @@ async def test_a_folder_moved_in_is_scanned_alone_with_its_subfolders(
 
 # ---------------------------------------------------------------------------- poll mode
 
-async def test_poll_mode_lists_each_folder_once_per_walk(tmp_path: Path, seen: Seen) -> None:
+async def test_poll_mode_has_no_second_walker(tmp_path: Path, seen: Seen) -> None:
     inbox = tmp_path / "inbox"
     media = library(inbox, shows=4)
     cfg = WatchConfig(mode="poll", settle_seconds=0.1, poll_interval=0.3, rescan_seconds=3600)
@@ -157,8 +158,83 @@ async def test_poll_mode_lists_each_folder_once_per_walk(tmp_path: Path, seen: S
         walks = watcher.scans - first
     await stop_watcher(task)
     for folder in ("", "Show 02", "Show 02/Season 01"):
-        # before: the polling observer listed every folder once more per interval
-        assert walks - 1 <= listed.count(folder) <= walks + 1, (folder, walks, listed.folders)
+        # before: a polling observer listed every folder once more per interval
+        assert listed.count(folder) <= walks + 1, (folder, walks, listed.folders)
+
+
+async def test_poll_mode_lists_only_folders_whose_times_moved(tmp_path: Path,
+                                                              seen: Seen) -> None:
+    inbox = tmp_path / "inbox"
+    seen.admitted += library(inbox, shows=4)  # known: nothing to settle
+    clock = FrozenClock()
+    cfg = WatchConfig(mode="poll", settle_seconds=1.0, poll_interval=5.0, rescan_seconds=600.0)
+    watcher = Watcher(inbox, cfg, seen.is_known, seen.admit, clock=clock)
+    task = await started(watcher)
+
+    async def walk(seconds: float = cfg.poll_interval) -> list[str]:
+        before = watcher.scans
+        with Listings(inbox) as listed:
+            clock.now += seconds
+            await wait_until(lambda: watcher.scans > before, 20, "a walk")
+        return listed.folders
+
+    everything = sorted(["", *(f"Show {s:02d}" for s in range(4)),
+                         *(f"Show {s:02d}/Season 01" for s in range(4))])
+    assert sorted(await walk()) == everything  # listed again: first seen only a walk ago
+    assert await walk() == []  # nothing moved: every listing reused
+    (inbox / "Show 01" / "Season 01" / "new.mkv").write_bytes(b"n")
+    seen.looked_up.clear()
+    assert await walk() == ["Show 01/Season 01"]
+    assert seen.looked_up == ["Show 01/Season 01/new.mkv"]
+    assert await walk() == ["Show 01/Season 01"]  # once more, after its times have held
+    assert await walk() == []
+    assert sorted(await walk(cfg.rescan_seconds)) == everything  # the full rescan lists all
+    await stop_watcher(task)
+    assert watcher.stats["folders_reused"] > 0
+
+
+def test_folder_times_that_do_not_follow_changes_turn_the_shortcut_off(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A stand-in for a filesystem whose folders keep their times whatever happens in them
+    (a FUSE mount may): the full rescan sees a listing that changed under unmoved times."""
+    from daemon.discovery.folders import FolderTimes
+
+    library(tmp_path, shows=2)
+    clock = FrozenClock()
+
+    def frozen_folders(path: str | Path) -> os.stat_result:
+        st = os.stat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            return st
+        return os.stat_result((st.st_mode, 0, 0, 2, 0, 0, 4096, 1, 1, 1))
+
+    times = FolderTimes(enabled=True, clock=clock, stat=frozen_folders)
+    cfg = WatchConfig()
+
+    def walk(reuse: bool) -> list[str]:
+        clock.now += 5.0
+        result = scan_files(tmp_path, cfg, lister=times.lister(reuse))
+        times.walked()
+        return [rel for rel, _st in result.files]
+
+    walk(reuse=False)
+    walk(reuse=False)  # trusted from here on
+    (tmp_path / "Show 00" / "Season 01" / "late.mkv").write_bytes(b"l")
+    assert "Show 00/Season 01/late.mkv" not in walk(reuse=True)  # what the shortcut would miss
+    assert "Show 00/Season 01/late.mkv" in walk(reuse=False)  # the rescan's check finds it
+    assert not times.enabled and "do not follow changes" in caplog.text
+    (tmp_path / "Show 01" / "Season 01" / "later.mkv").write_bytes(b"l")
+    assert "Show 01/Season 01/later.mkv" in walk(reuse=True)  # every poll lists again
+
+
+@pytest.mark.parametrize("fstype, kept", [("ext4", True), ("nfs4", True), ("cifs", True),
+                                          ("fuse.rclone", False), ("fuse", False)])
+def test_fuse_mounts_never_skip_listings(monkeypatch: pytest.MonkeyPatch, fstype: str,
+                                         kept: bool) -> None:
+    import daemon.discovery.folders as folders
+
+    monkeypatch.setattr(folders, "filesystem_type", lambda _p: fstype)
+    assert folders.times_are_kept(Path("/x")) is kept
 
 
 async def test_poll_mode_asks_the_journal_only_about_new_or_changed_files(

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import re
 from collections.abc import Container
 from pathlib import Path
 
 TEMP_PATTERNS = ("*.part", "*.partial", "*.tmp", "*.crdownload", "~*", "*.!qb", "*.download")
+
+
+TEMP_NAME = re.compile("|".join(fnmatch.translate(p) for p in TEMP_PATTERNS))
 
 
 def has_media_extension(name: str, extensions: Container[str]) -> bool:
@@ -18,16 +22,17 @@ def has_media_extension(name: str, extensions: Container[str]) -> bool:
     return dot >= 0 and name[dot + 1:].lower() in extensions
 
 
+def is_candidate_file(name: str) -> bool:
+    """Neither hidden nor a temporary download name (the extension is tested apart)."""
+    return not name.startswith(".") and TEMP_NAME.match(name.lower()) is None
+
+
 def is_candidate_name(rel_path: str, extensions: Container[str]) -> bool:
     """A listed media extension (the config keeps them in lower case), and no hidden or
     temporary part anywhere in the path."""
-    parts = rel_path.split("/")
-    if any(p.startswith(".") for p in parts):
-        return False
-    name = parts[-1]
-    if any(fnmatch.fnmatchcase(name.lower(), pat) for pat in TEMP_PATTERNS):
-        return False
-    return has_media_extension(name, extensions)
+    folder, _, name = rel_path.rpartition("/")
+    return (has_media_extension(name, extensions) and is_candidate_file(name)
+            and (not folder or is_visible_folder(folder)))
 
 
 def is_visible_folder(rel_dir: str) -> bool:

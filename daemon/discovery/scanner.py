@@ -4,7 +4,9 @@ Asking the journal about every file at every walk is what made an idle library e
 scanner remembers the stat each file had when the journal last said it knew it, and asks again
 only about files that are new or changed since; a walk with `everything` asks about all of them
 (the slow periodic rescan, which also catches a journal that changed under an unchanged file).
-Blocking: call from a thread, one call at a time.
+A walk that does not ask about everything (a poll walk) also reuses the listing of every folder
+whose times have not moved (daemon.discovery.folders). Blocking: call from a thread, one call at
+a time.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import WatchConfig
+from .folders import FolderTimes, times_are_kept
 from .walk import ScanResult, scan_files
 
 IsKnown = Callable[[str, os.stat_result], bool]
@@ -32,25 +35,31 @@ class ScanStats:
     walks: int = 0  # walks of the whole inbox completed
     folder_scans: int = 0  # single folders scanned on an OS event
     folders_listed: int = 0
+    folders_reused: int = 0  # folders not listed again: their times had not moved
     lookups: int = 0  # journal look-ups
     last_walk_seconds: float = 0.0
 
 
 class Scanner:
-    def __init__(self, inbox: Path, is_known: IsKnown) -> None:
+    def __init__(self, inbox: Path, is_known: IsKnown,
+                 clock: Callable[[], float] = time.monotonic, polls: bool = False) -> None:
         self.inbox = inbox
         self.stats = ScanStats()
         self._is_known = is_known
+        # only poll walks reuse listings: in events mode every walk is a full rescan
+        self._times = FolderTimes(polls and times_are_kept(inbox), clock)
         self._known: dict[str, tuple[int, int, int]] = {}  # rel path → stat the journal knew
 
     def walk(self, cfg: WatchConfig, everything: bool) -> ScanResult:
         """The whole inbox, less the files the journal knows. Raises OSError if the inbox
         cannot be listed, and whatever the journal raises when it fails as a whole."""
         started = time.monotonic()
-        result = scan_files(self.inbox, cfg)
+        result = scan_files(self.inbox, cfg, lister=self._times.lister(reuse=not everything))
+        self._times.walked()
         self._known = self._keep_unknown(result, everything)
         self.stats.walks += 1
         self.stats.folders_listed += result.folders
+        self.stats.folders_reused += result.reused
         self.stats.last_walk_seconds = time.monotonic() - started
         return result
 
@@ -64,8 +73,10 @@ class Scanner:
         return result
 
     def forget(self) -> None:
-        """Ask about every file at the next walk (the share was away: anything may differ)."""
+        """Ask about every file, and list every folder, at the next walk (the share was away:
+        anything may differ)."""
         self._known = {}
+        self._times.forget()
 
     def _keep_unknown(self, result: ScanResult,
                       everything: bool) -> dict[str, tuple[int, int, int]]:

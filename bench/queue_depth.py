@@ -1,5 +1,8 @@
 """A deep queue: 10 000 queued identities, in the journal and in a running daemon (not a test).
 
+(Named queue_depth.py, not queue.py: a script's folder comes first on the import path, and a
+bench/queue.py would stand in for the standard library's `queue` in every script here.)
+
 Two parts, one run:
 
 - journal: the Journal alone on a fresh file. `admit` for every identity, then `claim` and
@@ -15,32 +18,27 @@ Two parts, one run:
 
 Acceptance (issue 12): RSS growth < 50 MB, /status p99 < 50 ms, /jobs?limit=100 p99 < 50 ms.
 
-    .venv/bin/python bench/queue.py [--jobs 10000] [--claims 1000] [--requests 300] [--json F]
+    .venv/bin/python bench/queue_depth.py [--jobs 10000] [--claims 1000] [--requests 300] [--json F]
 """
 
 from __future__ import annotations
 
+import argparse
+import http.client
+import json
+import os
+import signal
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-# This file is named like the standard library's `queue`, which asyncio's and concurrent.futures'
-# imports would find here first: the script's own folder leaves the import path.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-ROOT = HERE.parent
+ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-import argparse  # noqa: E402
-import http.client  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
 
 from daemon.journal import Identity, Journal  # noqa: E402
 from testkit.daemon import free_port, wait_for, write_toml  # noqa: E402
@@ -198,10 +196,11 @@ def daemon_part(folder: Path, jobs: int, requests: int) -> dict[str, Any]:
                 daemon.client.get(route)
                 times.append(time.perf_counter() - t0)
         end = rss_kib(daemon.proc.pid)
-        queue = daemon.status()["queue"]
+        status = daemon.status()
     finally:
         daemon.stop()
-    return {"queue": queue, "admission_seconds": round(admitted, 1),
+    return {"queue": status["queue"], "admission_seconds": round(admitted, 1),
+            "event_history_mib": round(status["events"]["history_bytes"] / 2**20, 1),
             "rss_before_mib": round(before["VmRSS"] / 1024, 1),
             "rss_queued_mib": round(after["VmRSS"] / 1024, 1),
             "rss_after_requests_mib": round(end["VmRSS"] / 1024, 1),
@@ -233,7 +232,9 @@ def report(args: argparse.Namespace, ops: dict[str, Any], served: dict[str, Any]
     print(f"RSS {served['rss_before_mib']} MiB with one job held → {served['rss_queued_mib']}"
           f" MiB with {args.jobs} queued → {served['rss_after_requests_mib']} MiB after the"
           f" requests (peak {served['peak_rss_mib']}); growth {served['rss_growth_mib']} MiB"
-          f" ({'meets' if served['rss_growth_mib'] * 1.048576 < 50 else 'MISSES'} < 50 MB)")
+          f" ({'meets' if served['rss_growth_mib'] * 1.048576 < 50 else 'MISSES'} < 50 MB);"
+          f" of it, the event history (bounded by http.history_bytes):"
+          f" {served['event_history_mib']} MiB")
     print(f"\n{'route':<18}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}   ({args.requests} each)")
     for route, p in served["latency_ms"].items():
         verdict = "meets" if p["p99"] < 50 else "MISSES"
