@@ -9,6 +9,7 @@ of the config file, so the daemon behaves the same whatever its working director
 from __future__ import annotations
 
 import dataclasses
+import os
 import string
 import sys
 import types
@@ -94,7 +95,8 @@ class WatchConfig:
 
 @dataclass(frozen=True)
 class JobsConfig:
-    workers: int = field(default=1, metadata=_check(_positive))
+    # Extension: 0 = from the cores this process may use (`auto_workers`); 1 stays the default.
+    workers: int = field(default=1, metadata=_check(_non_negative))
     max_attempts: int = field(default=3, metadata=_check(_positive))
     retry_backoff_seconds: float = field(default=30.0, metadata=_check(_non_negative))
     on_success: str = field(default="keep", metadata=_check(_choice("keep", "move", "delete")))
@@ -402,8 +404,18 @@ def config_from_dict(raw: dict[str, Any], base: Path, source: Path | None = None
     _check_cross(config)
     extensions = tuple(dict.fromkeys(e.lower() for e in config.watch.extensions))
     config = dataclasses.replace(
-        config, watch=dataclasses.replace(config.watch, extensions=extensions))
+        config, watch=dataclasses.replace(config.watch, extensions=extensions),
+        jobs=dataclasses.replace(config.jobs, workers=config.jobs.workers or auto_workers()))
     return _check_libraries(_resolve_paths(config, base))
+
+
+def auto_workers(cores: int | None = None) -> int:
+    """`jobs.workers = 0`: jobs at once for the cores this process may use. On 2 cores, two
+    single-threaded jobs finish a queue of short files 1.4x sooner than one job on both
+    (docs/BENCHMARKS.md); above that, two threads a job (CTranslate2's gain per thread falls
+    off, and each worker holds its own copy of the model's working memory)."""
+    cores = cores or len(os.sched_getaffinity(0))
+    return cores if cores <= 2 else max(1, cores // 2)
 
 
 def _build_section(section: str, cls: type, values: dict[str, Any]) -> Any:

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ({"watch": {"settle_seconds": -1}}, "watch.settle_seconds"),
     ({"watch": {"recursive": 1}}, "watch.recursive"),
     ({"watch": {"extensions": "mp4"}}, "watch.extensions"),
-    ({"jobs": {"workers": 0}}, "jobs.workers"),
+    ({"jobs": {"workers": -1}}, "jobs.workers"),
     ({"jobs": {"workers": 1.5}}, "jobs.workers"),
     ({"jobs": {"on_success": "archive"}}, "jobs.on_success"),
     ({"jobs": {"max_duration": -1}}, "jobs.max_duration"),
@@ -102,3 +102,14 @@ def test_run_refuses_bad_config_before_starting(tmp_path: Path) -> None:
     result = run_cli("run", "--config", str(bad))
     assert result.returncode == 2 and "watch.mode" in result.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_workers_zero_means_from_the_cores(tmp_path: Path) -> None:
+    """jobs.workers = 0: two single-threaded jobs on 2 cores (what bench/many_files.py found
+    faster there), two threads a job above that; the default stays 1."""
+    from daemon.config import auto_workers, config_from_dict
+
+    assert [auto_workers(n) for n in (1, 2, 4, 8, 16)] == [1, 2, 2, 4, 8]
+    config = config_from_dict({"jobs": {"workers": 0}}, base=tmp_path)
+    assert config.jobs.workers == auto_workers() >= 1
+    assert config_from_dict({}, base=tmp_path).jobs.workers == 1
