@@ -335,6 +335,16 @@ class Journal(_SeamCalls):
                 "UPDATE jobs SET state='queued', updated_at=?, attempts=MAX(attempts - 1, 0)"
                 " WHERE id=? AND state='running'", (time.time(), job_id)).rowcount == 1
 
+    def defer(self, job_id: str, delay: float) -> bool:
+        """A running job set aside for `delay` s with its attempt refunded: its folder is away
+        (a library's share), which is not the file's fault, and the queue goes on meanwhile."""
+        now = time.time()
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE jobs SET state='retry_wait', next_attempt_at=?, updated_at=?,"
+                " attempts=MAX(attempts - 1, 0) WHERE id=? AND state='running'",
+                (now + delay, now, job_id)).rowcount == 1
+
     def reset(self, job_id: str) -> bool:
         """A finished job back to the queue with fresh attempts (an operator's retry)."""
         with self._tx() as db:

@@ -67,6 +67,9 @@ class JobQueue(Protocol):
 
     def requeue(self, job_id: str) -> bool: ...
 
+    def defer(self, job_id: str, delay: float) -> bool:
+        """Running → waiting `delay` s, the attempt refunded (its folder is away)."""
+
     def reset(self, job_id: str) -> bool: ...
 
     def cancel(self, job_id: str, reason: str, code: str = "canceled",

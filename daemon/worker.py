@@ -85,11 +85,12 @@ class Worker:
     async def _run_job(self, job: Job) -> None:
         config = self._live.current
         path = input_path(config, job)  # the inbox's file, or an upload's in state_dir
-        if self._stopping.is_set() or not await self._blocking(input_root(config, job).is_dir):
+        if self._stopping.is_set():
             await self._blocking(self._journal.requeue, job.id)
-            if not self._stopping.is_set():
-                await asyncio.sleep(config.watch.poll_interval)
             return
+        if not await self._blocking(input_root(config, job).is_dir):  # a share that is away:
+            await self._blocking(self._journal.defer, job.id, config.watch.poll_interval)
+            return  # set aside, not charged, while other folders' jobs go on
         try:
             problem = await self._blocking(identity_problem, job, path)
         except OSError as exc:

@@ -278,6 +278,31 @@ async def test_an_unavailable_library_is_degraded_in_healthz_until_it_is_back(
                          what="its file, once it is back")
 
 
+async def test_a_library_whose_share_is_away_does_not_hold_up_the_inbox(
+        tmp_path: Path, plain_mkv: Path) -> None:
+    """Its job steps aside (waiting, no attempt charged) and the inbox's newer job runs; once
+    the share is back, its job is done too."""
+    cfg = library_config(tmp_path, [TV])
+    (tmp_path / "lib").mkdir()
+    put(tmp_path / "inbox", "first.mkv", plain_mkv)
+    pipeline = ScriptedPipeline(hold_after=1)
+    async with serve(cfg, pipeline) as service:
+        await wait_until(pipeline.held.is_set, 30, "the first job running")
+        put(tmp_path / "lib", EPISODE, plain_mkv)
+        key = f".libraries/tv/{EPISODE}"
+        await wait_until(lambda: states(service).get(key) == "queued", what="library job")
+        put(tmp_path / "inbox", "second.mkv", plain_mkv)
+        await wait_until(lambda: states(service).get("second.mkv") == "queued", what="second")
+        (tmp_path / "lib").rename(tmp_path / "lib-away")  # the share goes away
+        pipeline.release.set()
+        await wait_until(lambda: states(service).get("second.mkv") == "done", 30,
+                         "the inbox job while the library is away")
+        away = next(j for j in service.journal.list_jobs(limit=100) if j.rel_path == key)
+        assert (away.state, away.attempts) == ("retry_wait", 0)
+        (tmp_path / "lib-away").rename(tmp_path / "lib")
+        await wait_until(lambda: states(service).get(key) == "done", 60, "it, once back")
+
+
 class _NoIntake:
     """Nothing may be admitted on a worker node: any call fails the test."""
 

@@ -198,6 +198,22 @@ def test_retry_waits_until_due_and_a_requeue_refunds_its_attempt(backend: Backen
     assert q.claim().attempts == 2
 
 
+def test_a_deferred_job_waits_refunded_and_the_queue_goes_on(backend: Backend) -> None:
+    """A job whose library's share is away steps aside: the next one is claimed, and it
+    comes back when due with its attempt refunded."""
+    q = backend.open()
+    q.admit(Identity("away.wav", 1, 1))
+    q.admit(Identity("here.wav", 1, 1))
+    away = q.claim()
+    assert away.rel_path == "away.wav" and q.defer(away.id, 60)
+    assert not q.defer(away.id, 60)  # only a running job
+    waiting = q.get(away.id)
+    assert (waiting.state, waiting.attempts) == ("retry_wait", 0)
+    assert q.claim().rel_path == "here.wav"
+    back = q.claim(now=waiting.next_attempt_at + 1)
+    assert back and back.id == away.id and back.attempts == 1
+
+
 def test_transitions_never_move_a_job_backwards(backend: Backend) -> None:
     q = backend.open()
     job = q.admit(Identity("race.wav", 1, 1))

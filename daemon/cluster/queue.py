@@ -197,6 +197,10 @@ class RedisQueue:
     def requeue(self, job_id: str) -> bool:
         return self._move(job_id, "queued", ("running",), {}, refund=True)
 
+    def defer(self, job_id: str, delay: float) -> bool:
+        return self._move(job_id, "retry_wait", ("running",),
+                          {"next_attempt_at": time.time() + delay}, refund=True)
+
     def reset(self, job_id: str) -> bool:
         return self._move(job_id, "queued", ("failed", "canceled", "done", "skipped"), {
             "attempts": 0, "error": None, "message": None, "next_attempt_at": None,
