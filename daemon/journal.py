@@ -90,6 +90,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     processing_seconds REAL,
     written         TEXT,
     kind            TEXT NOT NULL DEFAULT 'file',
+    track           TEXT,
     priority        INTEGER NOT NULL DEFAULT 0,
     UNIQUE (rel_path, size, mtime_ns)
 );
@@ -154,6 +155,7 @@ class Job:
     written: dict[str, Any] | None = None
     kind: str = "file"  # "file" (found in a watched folder) or "upload" (POST /asr)
     priority: int = 0  # higher is claimed first (an upload before a webhook before the scan)
+    track: dict[str, Any] | None = None  # the audio stream transcribed (pipeline.tracks)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "written"}
@@ -176,7 +178,8 @@ def _job(row: sqlite3.Row) -> Job:
     if isinstance(data["rel_path"], bytes):  # see stored_path
         data["rel_path"] = data["rel_path"].decode("utf-8", "surrogateescape")
     data["outputs"] = json.loads(data["outputs"] or "[]")
-    data["written"] = json.loads(data["written"]) if data.get("written") else None
+    for name in ("written", "track"):
+        data[name] = json.loads(data[name]) if data.get(name) else None
     return Job(**data)
 
 
@@ -203,6 +206,16 @@ class _SeamCalls:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "sqlite", "path": str(self.path)}
+
+    def defer(self, job_id: str, delay: float) -> bool:
+        """A running job set aside for `delay` s with its attempt refunded: its folder is away
+        (a library's share), which is not the file's fault, and the queue goes on meanwhile."""
+        now = time.time()
+        with self._store.write() as db:
+            return db.execute(
+                "UPDATE jobs SET state='retry_wait', next_attempt_at=?, updated_at=?,"
+                " attempts=MAX(attempts - 1, 0) WHERE id=? AND state='running'",
+                (now + delay, now, job_id)).rowcount == 1
 
 
 class Journal(_SeamCalls):
@@ -311,10 +324,12 @@ class Journal(_SeamCalls):
     # finish, a cancel racing a claim) can never move a job backwards.
 
     def finish(self, job_id: str, outputs: list[str], language: str | None, result: str,
-               audio_seconds: float, processing_seconds: float) -> None:
+               audio_seconds: float, processing_seconds: float,
+               track: dict[str, Any] | None = None) -> None:
         self._set(job_id, "done", outputs=json.dumps(outputs), language=language, result=result,
                   audio_seconds=audio_seconds, processing_seconds=processing_seconds,
-                  error=None, message=None, written=None, finished_at=time.time())
+                  track=json.dumps(track) if track else None, error=None, message=None,
+                  written=None, finished_at=time.time())
 
     def fail(self, job_id: str, code: str, message: str) -> None:
         self._set(job_id, "failed", error=code, message=message, finished_at=time.time())
@@ -334,16 +349,6 @@ class Journal(_SeamCalls):
             return db.execute(
                 "UPDATE jobs SET state='queued', updated_at=?, attempts=MAX(attempts - 1, 0)"
                 " WHERE id=? AND state='running'", (time.time(), job_id)).rowcount == 1
-
-    def defer(self, job_id: str, delay: float) -> bool:
-        """A running job set aside for `delay` s with its attempt refunded: its folder is away
-        (a library's share), which is not the file's fault, and the queue goes on meanwhile."""
-        now = time.time()
-        with self._tx() as db:
-            return db.execute(
-                "UPDATE jobs SET state='retry_wait', next_attempt_at=?, updated_at=?,"
-                " attempts=MAX(attempts - 1, 0) WHERE id=? AND state='running'",
-                (now + delay, now, job_id)).rowcount == 1
 
     def reset(self, job_id: str) -> bool:
         """A finished job back to the queue with fresh attempts (an operator's retry)."""
@@ -437,7 +442,8 @@ def record_written(journal: Journal, job_id: str, written: dict[str, Any] | None
 def _add_missing_columns(db: sqlite3.Connection) -> None:
     """A journal made by an older version gets the columns added since (empty)."""
     have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-    for column, decl in (("written", "TEXT"), ("kind", "TEXT NOT NULL DEFAULT 'file'"),
+    for column, decl in (("written", "TEXT"), ("track", "TEXT"),
+                         ("kind", "TEXT NOT NULL DEFAULT 'file'"),
                          ("priority", "INTEGER NOT NULL DEFAULT 0")):
         if column not in have:
             db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {decl}")

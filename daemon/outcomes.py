@@ -74,8 +74,9 @@ class Outcomes:
     async def done(self, job: Job, transcript: Transcript, outputs: list[str],
                    elapsed: float, reporter: JobReporter) -> None:
         result = "no_speech" if transcript.no_speech else "ok"
+        track = dict(transcript.track) if transcript.track else None
         await self._record(job, self._journal.finish, job.id, outputs, transcript.language,
-                           result, transcript.duration, elapsed)
+                           result, transcript.duration, elapsed, track)
         reporter.finished(result)
         speed = transcript.duration / elapsed if elapsed > 0 else 0.0
         log.info("done %r: %s, %d cues, %.1f s of audio in %.1f s (%.1fx)", job.rel_path,
@@ -84,7 +85,7 @@ class Outcomes:
         self._signal(EventType.JOB_DONE, job, result=result, outputs=outputs,
                      language=transcript.language, cues=len(transcript.cues),
                      audio_seconds=round(transcript.duration, 3),
-                     processing_seconds=round(elapsed, 3))
+                     processing_seconds=round(elapsed, 3), track=track)
         await self._blocking(self._after_success, job)
 
     async def done_earlier(self, job: Job, written: dict[str, Any]) -> None:
@@ -93,13 +94,15 @@ class Outcomes:
         run and no file written again."""
         outputs = list(written["outputs"])
         await self._record(job, self._journal.finish, job.id, outputs, written["language"],
-                           "ok", written["audio_seconds"], written["processing_seconds"])
+                           "ok", written["audio_seconds"], written["processing_seconds"],
+                           written.get("track"))
         log.info("done %r: its outputs were whole when the daemon stopped before recording"
                  " it; not transcribed again", job.rel_path)
         self._signal(EventType.JOB_DONE, job, result="ok", outputs=outputs,
                      language=written["language"], cues=written["cues"],
                      audio_seconds=round(written["audio_seconds"], 3),
-                     processing_seconds=round(written["processing_seconds"], 3))
+                     processing_seconds=round(written["processing_seconds"], 3),
+                     track=written.get("track"))
         await self._blocking(self._after_success, job)
 
     def _model_figures(self) -> str:

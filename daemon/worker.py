@@ -174,7 +174,8 @@ class Worker:
         """Tell the journal what is about to be renamed into place (see _done_earlier)."""
         written = {"outputs": {str(p): content_hash(text) for p, text in planned.items()},
                    "language": transcript.language, "audio_seconds": transcript.duration,
-                   "processing_seconds": elapsed, "cues": len(transcript.cues)}
+                   "processing_seconds": elapsed, "cues": len(transcript.cues),
+                   "track": dict(transcript.track) if transcript.track else None}
         try:
             self._journal.record_written(job.id, written)
         except JournalUnavailable as exc:  # the outcome waits for the journal anyway

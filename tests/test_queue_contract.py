@@ -157,6 +157,16 @@ def test_claim_runs_charges_and_a_finished_job_is_never_claimed_again(backend: B
     assert again.get(job.id).state == "done"
 
 
+def test_the_audio_track_heard_is_kept_in_the_job_record(backend: Backend) -> None:
+    q = backend.open()
+    q.admit(Identity("dual.mkv", 1, 1))
+    job = q.claim()
+    track = {"index": 2, "audio_index": 1, "language": "en", "offset_seconds": 2.5,
+             "reason": "language"}
+    q.finish(job.id, [], "en", "ok", 3.0, 1.5, track)
+    assert backend.restart(q).get(job.id).track == track
+
+
 def test_claim_takes_the_highest_priority_first_then_the_oldest(backend: Backend) -> None:
     q = backend.open()
     low_old = q.admit(Identity("old.wav", 1, 1))

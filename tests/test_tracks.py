@@ -198,3 +198,25 @@ def test_live_cues_and_drafts_of_late_audio_are_on_the_containers_timeline(
     decoded = [r for r in seen.log if r.kind == "progress" and "track" in r.details]
     assert decoded[-1].details["track"]["offset_seconds"] == pytest.approx(2.5, abs=0.01)
     assert transcript.track is not None and transcript.track["reason"] == "first"
+
+
+async def test_the_track_choice_reaches_the_job_record_and_the_done_event(
+        tmp_path: Path, cache, two_sentences: Speech) -> None:
+    """The daemon's record of a dual-audio file says which stream it heard and why."""
+    import json
+
+    from testkit.daemon import jobs_of, make_config, run_burst
+
+    (tmp_path / "inbox").mkdir()
+    build_media(tmp_path / "inbox" / "dual.mkv", [
+        AudioSpec(samples=two_sentences.samples, language="jpn", default=True),
+        AudioSpec(samples=two_sentences.samples, language="eng", start=0.5)],
+        video_seconds=two_sentences.duration + 1)
+    service = await run_burst(make_config(tmp_path), cache=cache)
+    (job,) = jobs_of(tmp_path)
+    track = json.loads(job["track"])
+    assert job["state"] == "done"
+    assert (track["audio_index"], track["language"], track["reason"]) == (1, "en", "language")
+    assert track["offset_seconds"] == pytest.approx(0.5, abs=0.01)
+    done = service.bus.history(job["id"], types=["signal.job_done"])
+    assert done and done[-1].payload["track"] == track

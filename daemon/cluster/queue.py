@@ -59,7 +59,7 @@ def job_from(flat: list[bytes] | dict[bytes, bytes] | None) -> Job | None:
     data: dict[str, Any] = {}
     for name in JOB_FIELDS:
         value = fields.get(name)
-        if name in ("outputs", "written"):
+        if name in ("outputs", "written", "track"):
             data[name] = json.loads(value) if value else ([] if name == "outputs" else None)
         elif name in INTS:
             data[name] = int(value) if value is not None else 0
@@ -177,10 +177,12 @@ class RedisQueue:
                   "" if written is None else json.dumps(written))
 
     def finish(self, job_id: str, outputs: list[str], language: str | None, result: str,
-               audio_seconds: float, processing_seconds: float) -> None:
+               audio_seconds: float, processing_seconds: float,
+               track: dict[str, Any] | None = None) -> None:
         self._move(job_id, "done", ("running",), {
             "outputs": json.dumps(outputs), "language": language, "result": result,
             "audio_seconds": audio_seconds, "processing_seconds": processing_seconds,
+            "track": json.dumps(track) if track else None,
             "finished_at": time.time(), "error": None, "message": None, "written": None})
 
     def fail(self, job_id: str, code: str, message: str) -> None:
