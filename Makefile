@@ -60,10 +60,13 @@ test-soak: $(VENV)/.test-installed apt-test-deps
 	$(PY) -m pytest -p no:cacheprovider -m soak
 
 bench: $(VENV)/.test-installed apt-test-deps
-	$(PY) bench/overhead.py
-	$(PY) bench/many_files.py --workers 2
-	$(PY) bench/queue_depth.py
-	$(PY) bench/responsiveness.py
+	$(PY) -P bench/overhead.py
+	$(PY) -P bench/scaling.py
+	$(PY) -P bench/batch.py
+	$(PY) -P bench/many_files.py --workers 2
+	$(PY) -P bench/queue_depth.py
+	$(PY) -P bench/responsiveness.py
+	$(PY) -P bench/scanning.py
 
 install-service:
 	install -d $(DESTDIR)$(PREFIX)

@@ -8,6 +8,7 @@ pauses from 0.4 s to 5 s between them (about half of it speech), built once per 
 - daemon: `subwatch run` (a real process, default tiny.en model, preloaded); the file is moved
   into the inbox; time is the job's `processing_seconds` (decode to subtitle file); memory is
   the process's peak RSS (VmHWM) after the job, so model, HTTP server and journal are in it.
+  Lengths up to 5 minutes run three times (three copies, one job after another; the median).
 - bare: `WhisperModel.transcribe(path, ...)` in its own process with the same model, compute
   type, threads, beam size, word timestamps and VAD settings (the wide cut Whisper hears), the
   segments consumed; time from the call to the last segment, memory its peak RSS.
@@ -22,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,12 +52,15 @@ a = json.loads(sys.argv[1])
 m = WhisperModel(a["model"], device="cpu", compute_type=a["compute"], cpu_threads=a["threads"])
 import numpy as np
 list(m.transcribe(np.zeros(16000, np.float32), vad_filter=True)[0])  # the VAD loaded, as ours
-started = time.perf_counter()
-segs, _ = m.transcribe(a["path"], beam_size=a["beam"], word_timestamps=True,
-                       condition_on_previous_text=False, vad_filter=True,
-                       vad_parameters=a["vad"])
-words = sum(len(s.words or ()) for s in segs)
-print(json.dumps({"seconds": time.perf_counter() - started, "words": words,
+times = []
+for _ in range(a["rounds"]):
+    started = time.perf_counter()
+    segs, _ = m.transcribe(a["path"], beam_size=a["beam"], word_timestamps=True,
+                           condition_on_previous_text=False, vad_filter=True,
+                           vad_parameters=a["vad"])
+    words = sum(len(s.words or ()) for s in segs)
+    times.append(time.perf_counter() - started)
+print(json.dumps({"seconds": times, "words": words,
                   "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
 
@@ -76,24 +81,30 @@ def film(folder: Path, minutes: float) -> Path:
     return encode(folder / f"film-{minutes:g}min.m4a", samples)
 
 
-def daemon_run(folder: Path, path: Path) -> dict[str, float]:
+def daemon_run(folder: Path, path: Path, rounds: int) -> dict[str, float]:
+    """`rounds` copies of the file dropped at once (one job after another): the median job."""
     root = folder / f"daemon-{path.stem}"
     root.mkdir()
     daemon = DaemonProcess(root, watch={"settle_seconds": 1.0}).start()
     assert daemon.proc is not None
     try:
-        staged = root / path.name  # beside the inbox, then moved in whole
-        shutil.copy(path, staged)
-        os.rename(staged, root / "inbox" / path.name)
-        job = daemon.wait_for(lambda: next((j for j in daemon.get("/jobs")["jobs"]
-                                            if j["state"] in ("done", "failed")), None),
-                              timeout=6 * 3600, what="the job")
-        assert job["state"] == "done", job
+        for n in range(rounds):
+            staged = root / f"{n}-{path.name}"  # beside the inbox, then moved in whole
+            shutil.copy(path, staged)
+            os.rename(staged, root / "inbox" / staged.name)
+
+        def finished() -> list[dict[str, object]] | None:
+            jobs = [j for j in daemon.get("/jobs")["jobs"] if j["state"] in ("done", "failed")]
+            return jobs if len(jobs) == rounds else None
+
+        jobs = daemon.wait_for(finished, timeout=6 * 3600, what="the jobs")
+        assert all(j["state"] == "done" for j in jobs), jobs
         peak = _vm_hwm(daemon.proc.pid)
     finally:
         daemon.signal(15)
         daemon.wait_exit(120)
-    return {"seconds": float(job["processing_seconds"]), "peak_mib": peak / 1024}
+    times = [float(str(j["processing_seconds"])) for j in jobs]
+    return {"seconds": statistics.median(times), "peak_mib": peak / 1024}
 
 
 def _vm_hwm(pid: int) -> int:
@@ -103,18 +114,18 @@ def _vm_hwm(pid: int) -> int:
     raise RuntimeError("no VmHWM")
 
 
-def bare_run(path: Path) -> dict[str, float]:
+def bare_run(path: Path, rounds: int) -> dict[str, float]:
     config = config_from_dict({}, base=ROOT)
     spec = whisper_spec(config.whisper, config.models, 1)
     rule = SpanRule.hearing(config.vad)
     args = {"model": spec.path, "compute": spec.compute_type, "threads": spec.cpu_threads,
-            "beam": config.whisper.beam_size, "path": str(path),
+            "beam": config.whisper.beam_size, "path": str(path), "rounds": rounds,
             "vad": {"threshold": rule.threshold, "min_silence_duration_ms": rule.min_silence_ms,
                     "speech_pad_ms": rule.pad_ms, "max_speech_duration_s": rule.max_seconds}}
     out = subprocess.run([sys.executable, "-c", BARE, json.dumps(args)], capture_output=True,
                          text=True, check=True, cwd=ROOT).stdout
     data = json.loads(out.strip().splitlines()[-1])
-    return {"seconds": data["seconds"], "peak_mib": data["peak_kib"] / 1024}
+    return {"seconds": statistics.median(data["seconds"]), "peak_mib": data["peak_kib"] / 1024}
 
 
 def r_squared(x: list[float], y: list[float]) -> float:
@@ -157,8 +168,9 @@ def main() -> None:
         for minutes in args.minutes:
             path = film(folder, minutes)
             started = time.monotonic()
-            ours = daemon_run(folder, path)
-            bare = bare_run(path)
+            rounds = 3 if minutes <= 5 else 1  # short runs are noisy: the median of three
+            ours = daemon_run(folder, path, rounds)
+            bare = bare_run(path, rounds)
             rows.append({"minutes": minutes, "daemon_s": round(ours["seconds"], 1),
                          "bare_s": round(bare["seconds"], 1),
                          "time_ratio": round(ours["seconds"] / bare["seconds"], 3),

@@ -208,3 +208,28 @@ def test_a_full_spool_disk_is_the_daemons_shortage_not_the_files(tmp_path: Path)
         assert caught.value.code == SPOOL_FULL and daemon_short(caught.value)
         assert "no room for the decoded audio" in str(caught.value)
     assert set(os.listdir("/proc/self/fd")) <= before
+
+
+def test_the_music_gate_judges_a_spooled_film_without_loading_it(tmp_path: Path) -> None:
+    """separation.mode = auto (the default) asks the gate about every span of every job: it
+    reads the spans and the gaps near them, the same verdicts as from the whole array, while
+    memory holds a span, not ten minutes."""
+    from daemon.pipeline.gate import AudioSlices, judge
+
+    rng = np.random.default_rng(9)
+    seconds = 600
+    path = encode(tmp_path / "long.flac", (rng.standard_normal(SR * seconds) * 0.02)
+                  .astype(np.float32))
+    audio = decode(path, spool=tmp_path / "spool")
+    spans = [S(t, t + 4) for t in range(5, seconds - 10, 10)]
+    try:
+        tracemalloc.start()
+        try:
+            lazily = judge(AudioSlices(audio), SR16, spans)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert lazily == judge(audio.read(0, audio.length), SR16, spans)
+        assert peak < 8 * 2**20, peak  # the whole film is 38 MB of float32
+    finally:
+        audio.close()

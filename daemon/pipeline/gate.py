@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..domain import SpanVerdict, SpeechSpan
+from ..domain import Audio, SpanVerdict, SpeechSpan
 
 BLOCK_S = 0.02  # power is measured on 20 ms blocks
 FRAME_S = 0.064  # spectral frames of ~64 ms (1024 samples at 16 kHz): 16 Hz bins split partials
@@ -97,7 +97,24 @@ class Background:
     in_gaps: bool  # False: measured inside the span (no usable gap near it)
 
 
-def judge(samples: np.ndarray, sample_rate: int, spans: Sequence[SpeechSpan],
+class AudioSlices:
+    """Audio as the gate reads it: `x[a:b]` and `len(x)`, each slice read when asked (a spooled
+    film is never loaded whole to judge its spans)."""
+
+    ndim = 1
+
+    def __init__(self, audio: Audio) -> None:
+        self._audio = audio
+
+    def __len__(self) -> int:
+        return self._audio.length
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, _ = key.indices(self._audio.length)
+        return self._audio.read(start, stop)
+
+
+def judge(samples: np.ndarray | AudioSlices, sample_rate: int, spans: Sequence[SpeechSpan],
           bgm: Sequence[bool] | None = None, options: GateOptions = GateOptions(),
           focus: tuple[int, int] | None = None) -> tuple[SpanVerdict, ...]:
     """One verdict per span, in order, for mono `samples` (only spans[a:b] with `focus`:
@@ -109,9 +126,9 @@ def judge(samples: np.ndarray, sample_rate: int, spans: Sequence[SpeechSpan],
     """
     if bgm is not None and len(bgm) != len(spans):
         raise ValueError(f"{len(bgm)} BGM tags for {len(spans)} spans")
-    x = np.asarray(samples, dtype=np.float32)
+    x = samples if isinstance(samples, AudioSlices) else np.asarray(samples, dtype=np.float32)
     if x.ndim != 1:
-        raise ValueError(f"the gate takes mono samples, not an array of shape {x.shape}")
+        raise ValueError(f"the gate takes mono samples, not an array of {x.ndim} dimensions")
     gaps = Gaps.between(spans, len(x))
     first, last = focus or (0, len(spans))
     return tuple(
@@ -148,8 +165,8 @@ class Gaps:
         return found
 
 
-def judge_span(x: np.ndarray, sample_rate: int, span: SpeechSpan, gaps: Gaps, tagged: bool,
-               options: GateOptions) -> SpanVerdict:
+def judge_span(x: np.ndarray | AudioSlices, sample_rate: int, span: SpeechSpan, gaps: Gaps,
+               tagged: bool, options: GateOptions) -> SpanVerdict:
     start, end = max(0, span.start), min(len(x), span.end)
     t0, t1 = span.start / sample_rate, span.end / sample_rate
     speech = x[start:max(start, end)]
@@ -193,7 +210,7 @@ def reason(background: Background, music: bool, separate: bool, threshold: float
     return f"faint {kind} at {level}, below {threshold:.0f} dB ({texture}, {where}{tag})"
 
 
-def measure_gaps(x: np.ndarray, sample_rate: int, speech_power: float,
+def measure_gaps(x: np.ndarray | AudioSlices, sample_rate: int, speech_power: float,
                  near: list[tuple[int, int]], options: GateOptions) -> Background | None:
     """Background from the gaps near a span, or None where there is too little gap to judge."""
     if sum(end - start for start, end in near) < options.min_gap_s * sample_rate:

@@ -21,7 +21,7 @@ from ..domain import Audio, Draft, SpanVerdict, SpeechSpan
 from ..errors import ModelUnavailable
 from ..models import ModelSpec
 from .base import JobState, StageContext
-from .gate import judge
+from .gate import AudioSlices, judge
 
 CONTEXT_SECONDS = 0.5  # audio kept either side of a flagged span, so Demucs hears the bed
 # A model that could not be had is not asked for again before this: an offline download costs
@@ -109,7 +109,7 @@ class SeparationStage:
             return tuple(SpanVerdict(s.start / sr, s.end / sr, True, 1.0,
                                      "separation.mode = always") for s in state.active_spans)
         bgm = bgm_tags(state.spans, state.drafts, audio.sample_rate, state.focus)
-        return judge(audio.samples, audio.sample_rate, state.spans, bgm, focus=state.focus)
+        return judge(AudioSlices(audio), audio.sample_rate, state.spans, bgm, focus=state.focus)
 
     def _separate(self, state: JobState, ctx: StageContext, model: Any, audio: Audio,
                   todo: list[Region], verdicts: tuple[SpanVerdict, ...]) -> JobState:
