@@ -220,7 +220,9 @@ class AsrApi:
             job = await self._run(request, upload, options)
             return await self._answer(job, upload, options, detect)
         except Refusal as refusal:
-            log.info("%s refused: %s %s", request.path, refusal.status, refusal.message)
+            # the route's name, not the path: /token/<token>/asr would put the token in the log
+            log.info("%s refused: %s %s", "/detect-language" if detect else "/asr",
+                     refusal.status, refusal.message)
             return refusal.response()
         finally:
             if upload is not None:

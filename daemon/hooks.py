@@ -27,6 +27,7 @@ import os
 import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -35,7 +36,7 @@ from .config import LiveConfig
 from .discovery.filters import is_candidate_name
 from .intake import Intake
 from .journal import Identity
-from .libraries import key_for_path, library_of, media_path
+from .libraries import key_for_path, library_of, media_path, media_root
 from .mediaservers import ServerError, mediabrowser_paths, plex_paths, to_local
 from .queue import JobQueue
 from .threads import Blocking
@@ -242,7 +243,10 @@ class Hooks:
             log.warning("%s webhook: %r (here %r): %s; not queued (see [[path_maps]])", server,
                         server_path, local, exc.strerror)
             return {"path": server_path, "outcome": "missing"}
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode) or not await self._blocking(
+                _stays_inside, media_root(config, key), media_path(config, key)):
+            log.warning("%s webhook: %r (here %r) leads outside its library through a link; "
+                        "not queued", server, server_path, local)
             return {"path": server_path, "outcome": "outside"}
         return await self._admit(server, Identity(key, st.st_size, st.st_mtime_ns, st.st_ino))
 
@@ -266,3 +270,9 @@ class Hooks:
                                                           identity.mtime_ns):
                 return job.id if job.priority < HOOK_PRIORITY else None
         return None
+
+
+def _stays_inside(root: Path, path: Path) -> bool:
+    """Is `path`, every link on the way resolved, inside `root`? A folder in a library may be
+    a link to anywhere (a share user made it): a webhook must not reach through it."""
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))

@@ -325,11 +325,12 @@ class Journal(_SeamCalls):
 
     def finish(self, job_id: str, outputs: list[str], language: str | None, result: str,
                audio_seconds: float, processing_seconds: float,
-               track: dict[str, Any] | None = None) -> None:
-        self._set(job_id, "done", outputs=json.dumps(outputs), language=language, result=result,
-                  audio_seconds=audio_seconds, processing_seconds=processing_seconds,
-                  track=json.dumps(track) if track else None, error=None, message=None,
-                  written=None, finished_at=time.time())
+               track: dict[str, Any] | None = None) -> bool:
+        return self._set(job_id, "done", outputs=json.dumps(outputs), language=language,
+                         result=result, audio_seconds=audio_seconds,
+                         processing_seconds=processing_seconds,
+                         track=json.dumps(track) if track else None, error=None, message=None,
+                         written=None, finished_at=time.time())
 
     def fail(self, job_id: str, code: str, message: str) -> None:
         self._set(job_id, "failed", error=code, message=message, finished_at=time.time())

@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -111,7 +112,9 @@ async def mediabrowser_paths(server: MediaBrowserServer, item_id: str, kind: str
     headers, base = mediabrowser_headers(server, kind), server.url.rstrip("/")
     if kind == "jellyfin":
         try:
-            item = await _request("GET", f"{base}/Items/{item_id}", headers, timeout)
+            # the id comes from a webhook's body: one path segment, whatever it holds
+            item = await _request("GET", f"{base}/Items/{quote(item_id, safe='')}", headers,
+                                  timeout)
             return [item["Path"]] if isinstance(item, dict) and item.get("Path") else []
         except ServerError:
             pass  # before 10.9 there is no /Items/{id}: the query below answers

@@ -75,8 +75,12 @@ class Outcomes:
                    elapsed: float, reporter: JobReporter) -> None:
         result = "no_speech" if transcript.no_speech else "ok"
         track = dict(transcript.track) if transcript.track else None
-        await self._record(job, self._journal.finish, job.id, outputs, transcript.language,
-                           result, transcript.duration, elapsed, track)
+        if not await self._record(job, self._journal.finish, job.id, outputs,
+                                  transcript.language, result, transcript.duration, elapsed,
+                                  track):
+            log.warning("%r was finished here after it was taken over or canceled elsewhere; "
+                        "its outcome stands as recorded there", job.rel_path)
+            return  # no second job_done, and on_success is the recorded run's to apply
         reporter.finished(result)
         speed = transcript.duration / elapsed if elapsed > 0 else 0.0
         log.info("done %r: %s, %d cues, %.1f s of audio in %.1f s (%.1fx)", job.rel_path,
@@ -184,7 +188,7 @@ class Outcomes:
             log.error("cannot write the error file for %r: %s", job.rel_path,
                       exc.strerror or exc)
 
-    async def _record(self, job: Job, write: Callable[..., Any], *args: Any) -> None:
+    async def _record(self, job: Job, write: Callable[..., Any], *args: Any) -> Any:
         """A journal write of an outcome, tried until it is recorded: a journal that cannot be
         written (another process's lock, a full disk) holds the job in `running` meanwhile,
         as /status shows, never `running` for good. A stop cancels the wait; the job is then
@@ -192,8 +196,7 @@ class Outcomes:
         delay = 0.5
         while True:
             try:
-                await self._blocking(write, *args)
-                return
+                return await self._blocking(write, *args)
             except JournalUnavailable as exc:
                 if delay == 0.5:
                     log.warning("the outcome of %r waits for the journal: %s", job.rel_path, exc)

@@ -58,7 +58,8 @@ class JobQueue(Protocol):
 
     def finish(self, job_id: str, outputs: list[str], language: str | None, result: str,
                audio_seconds: float, processing_seconds: float,
-               track: dict[str, Any] | None = None) -> None: ...
+               track: dict[str, Any] | None = None) -> bool:
+        """False when the job was no longer this runner's (taken over, canceled)."""
 
     def fail(self, job_id: str, code: str, message: str) -> None: ...
 

@@ -148,11 +148,12 @@ def external_subtitle(item: Candidate, own_outputs: OwnOutputs) -> str | None:
     if not skip.external_subtitles or item.library.default:  # see header_rules
         return None
     target = item.target_language()
+    if target is None:  # a multilingual model left to detect: no file beside can be said to
+        return None     # cover a language not known yet (Movie.fr.srt beside English audio)
     for path, name in beside(item):
         if name.forced and not skip.forced_counts:
             continue
-        covers = name.language == target if target else True
-        if covers and str(path) not in own_outputs():
+        if name.language == target and str(path) not in own_outputs():
             return f"subtitle exists: {path.name}"
     return None
 

@@ -365,3 +365,38 @@ def test_plex_section_is_the_deepest_location_holding_the_folder() -> None:
     assert plex_section_for(sections, "/data/tv/Firefly") == "2"
     assert plex_section_for(sections, "/data/films") == "1"
     assert plex_section_for(sections, "/nowhere") is None
+
+
+async def test_an_item_id_is_one_path_segment_of_the_look_up_whatever_it_holds(
+        tmp_path: Path) -> None:
+    """A webhook body is not trusted: an ItemId of `../System/Configuration` must not turn the
+    daemon's look-up (made with the admin API key) into a request of the sender's choosing."""
+    library_file(tmp_path)
+    async with FakeMediaBrowser({}, "jf-key") as jf, \
+            running_service(tmp_path, transcribe=ScriptedPipeline(), watch=SLOW_SCAN,
+                            path_maps=maps(tmp_path),
+                            media_servers={"jellyfin": {"url": jf.url, "api_key": "jf-key"}}
+                            ) as service, aiohttp.ClientSession() as http:
+        payload = {**JELLYFIN_ITEM_ADDED, "ItemId": "../System/Configuration"}
+        await http.post(base_url(service) + "/hooks/jellyfin", json=payload)
+        assert not [s for s in jf.seen if s.path.startswith("/System")], jf.seen
+        assert jf.requests_to("/Items/../System/Configuration")
+
+
+async def test_a_hook_cannot_reach_through_a_folder_link_out_of_the_library(
+        tmp_path: Path) -> None:
+    """A share user links a folder of the library to somewhere private; a webhook naming a
+    file under that link is refused (nothing queued), and the decoder, confined to the
+    library, would not read it either."""
+    private = tmp_path / "private"
+    private.mkdir()
+    write_wav(private / "secret.wav", np.zeros(8000, dtype=np.float32))
+    (tmp_path / "inbox" / "tv").mkdir(parents=True)
+    (tmp_path / "inbox" / "tv" / "x").symlink_to(private)
+    async with running_service(tmp_path, transcribe=ScriptedPipeline(), watch=SLOW_SCAN,
+                               path_maps=maps(tmp_path)) as service, \
+            aiohttp.ClientSession() as http:
+        payload = {**JELLYFIN_ITEM_ADDED, "Path": f"{SERVER_ROOT}/x/secret.wav"}
+        resp = await http.post(base_url(service) + "/hooks/jellyfin", json=payload)
+        assert resp.status in (202, 204)
+        assert await jobs_now(service) == []

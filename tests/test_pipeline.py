@@ -224,3 +224,27 @@ def test_decoded_bytes_guard(tmp_path: Path) -> None:
         decode(path, limits=DecodeLimits(max_seconds=0, max_bytes=100_000))
     assert info.value.code == "too_large"
     assert decode(path, limits=DecodeLimits(max_seconds=0, max_bytes=10**7)).duration > 2.9
+
+
+def test_a_library_file_reached_through_a_folder_link_out_of_the_library_is_not_read(
+        pipeline: Pipeline, short_wav: Path, tmp_path: Path) -> None:
+    """Whoever named the file (the watcher refuses such links, a webhook or a retry might not):
+    the decoder reads only inside the inbox or library the path is in."""
+    import dataclasses
+
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "secret.wav").write_bytes(short_wav.read_bytes())
+    library = tmp_path / "lib"
+    library.mkdir()
+    (library / "x").symlink_to(private)
+    config = make_config(tmp_path, libraries=[{"name": "tv", "path": str(library)}])
+    stage = DecodeStage()
+    from daemon.pipeline.base import JobState, StageContext, StageReport
+
+    ctx = StageContext(config, pipeline._cache, threading.Event(),  # noqa: SLF001
+                       StageReport(NullReporter(), "decode", (0.0, 1.0)))
+    with pytest.raises(InputError) as refused:
+        stage(JobState(library / "x" / "secret.wav"), ctx)
+    assert refused.value.code == "outside_inbox"
+    assert dataclasses.is_dataclass(config)

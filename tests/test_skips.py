@@ -312,3 +312,14 @@ def test_a_file_dropped_in_the_inbox_is_transcribed_whatever_subtitles_it_carrie
                 subtitles=[SubtitleSpec(language="eng")])
     (tmp_path / "inbox" / "film.en.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nhi\n")
     assert skip_reason(config, "film.mkv", set) is None
+
+
+def test_with_the_language_left_to_detection_no_subtitle_beside_counts(
+        tmp_path: Path, plain_mkv: Path) -> None:
+    """A multilingual model with language = auto and a library with no language: the
+    subtitle's language cannot be compared with one not known yet, so it is no coverage."""
+    cfg = config(tmp_path, library={"name": "tv", "path": "lib", "output": "outbox",
+                                    "language": ""}, whisper={"model": "small"})
+    put(tmp_path, "Show/Season 1/Show - S01E01.mkv", plain_mkv)
+    touch(tmp_path, "Show/Season 1/Show - S01E01.fr.srt")
+    assert reason(cfg, "Show/Season 1/Show - S01E01.mkv") is None

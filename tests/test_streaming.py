@@ -233,3 +233,21 @@ def test_the_music_gate_judges_a_spooled_film_without_loading_it(tmp_path: Path)
         assert peak < 8 * 2**20, peak  # the whole film is 38 MB of float32
     finally:
         audio.close()
+
+
+def test_the_memory_guard_does_not_refuse_what_is_spooled_to_disk(tmp_path: Path) -> None:
+    """The decoded-bytes guard (half the memory a process may use) is for audio held in
+    memory; spooled, a long film on a small NAS is bounded by jobs.max_duration alone."""
+    from daemon.errors import InputError
+    from daemon.pipeline.decode import DecodeLimits
+
+    path = write_wav(tmp_path / "a.wav", np.zeros(SR * 3, np.float32))
+    tight = DecodeLimits(max_seconds=0, max_bytes=100_000)
+    with pytest.raises(InputError):
+        decode(path, limits=tight)
+    audio = decode(path, limits=tight, spool=tmp_path / "spool")
+    assert audio.duration > 2.9
+    audio.close()
+    with pytest.raises(InputError) as too_long:
+        decode(path, limits=DecodeLimits(max_seconds=1.0, max_bytes=0), spool=tmp_path / "s")
+    assert too_long.value.code == "too_long"

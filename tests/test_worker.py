@@ -184,3 +184,23 @@ async def test_token_and_host_checks(tmp_path: Path) -> None:
         assert (await http.get(url + "/healthz",
                                headers={"Host": f"localhost:{service.http_port}"})).status == 200
     assert service.cache.snapshot()["loaded"] == []  # no model was needed for any of it
+
+
+async def test_a_run_whose_job_was_taken_from_it_announces_nothing_and_moves_nothing(
+        tmp_path: Path) -> None:
+    """A cluster node that lost its job (its lease expired and another node took it over, or
+    it was canceled there) finishes late: its finish is refused by the queue, so it sends no
+    second job_done and does not apply on_success (moving the input away from the node that
+    now owns the job)."""
+    pipeline = ScriptedPipeline(hold_after=1)
+    inbox_file = drop(tmp_path)
+    async with running_service(tmp_path, transcribe=pipeline,
+                               jobs={"on_success": "move"}) as service:
+        await wait_until(pipeline.held.is_set, 30, "the job running")
+        (job_id,) = list(service.running)
+        assert service.journal.cancel(job_id, "taken over by another node", "taken_over")
+        pipeline.release.set()
+        await wait_until(lambda: not service.running, 30, "the late finish")
+        assert "signal.job_done" not in [t for t, _ in signals(service, job_id)]
+        assert inbox_file.is_file()
+        assert service.journal.get(job_id).state == "canceled"

@@ -178,8 +178,8 @@ class RedisQueue:
 
     def finish(self, job_id: str, outputs: list[str], language: str | None, result: str,
                audio_seconds: float, processing_seconds: float,
-               track: dict[str, Any] | None = None) -> None:
-        self._move(job_id, "done", ("running",), {
+               track: dict[str, Any] | None = None) -> bool:
+        return self._move(job_id, "done", ("running",), {
             "outputs": json.dumps(outputs), "language": language, "result": result,
             "audio_seconds": audio_seconds, "processing_seconds": processing_seconds,
             "track": json.dumps(track) if track else None,

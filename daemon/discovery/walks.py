@@ -39,7 +39,12 @@ class Walks:
         self._rescan_now = rescan_now
 
     def interval(self, cfg: WatchConfig) -> float:
-        return cfg.poll_interval if self.mode == "poll" else cfg.rescan_seconds
+        """Poll mode walks every `poll_interval`; events mode only rescans, unless its OS watch
+        could not start (the inotify watch limit on a big library): then the walks are the
+        watch, every `poll_interval`, as in poll mode, until it does."""
+        if self.mode == "poll" or not self._os_watch.running:
+            return cfg.poll_interval
+        return cfg.rescan_seconds
 
     async def walk(self, cfg: WatchConfig) -> None:
         """One walk of the whole inbox; in poll mode it asks the journal only about files new

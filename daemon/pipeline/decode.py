@@ -34,7 +34,7 @@ import numpy as np
 from ..config import Config
 from ..domain import SAMPLE_RATE, Audio
 from ..errors import Cancelled, InputError, classify_os_error
-from ..libraries import language_for_path
+from ..libraries import language_for_path, libraries_of
 from ..models import ModelSpec, memory_status
 from ..naming import whisper_code
 from .base import JobState, StageContext
@@ -85,10 +85,16 @@ def limits_for(config: Config) -> DecodeLimits:
     return DecodeLimits(config.jobs.max_duration, allowed // 2)
 
 
-def confinement(path: Path, inbox: Path) -> Path | None:
-    """The folder a read of `path` must stay inside: the inbox for a path named in it (every
-    job), nothing for a file named elsewhere (`subwatch transcribe` on the user's own file)."""
-    return inbox if inside(os.path.abspath(path), os.path.abspath(inbox)) else None
+def confinement(path: Path, config: Config) -> Path | None:
+    """The folder a read of `path` must stay inside: the inbox or the media library it is
+    named in (every job: a link inside a library that leads out of it is not followed, whoever
+    named the file, the watcher or a webhook), nothing for a file named elsewhere (`subwatch
+    transcribe` on the user's own file, an upload the daemon itself stored)."""
+    named = os.path.abspath(path)
+    for library in libraries_of(config):
+        if inside(named, os.path.abspath(library.root)):
+            return library.root
+    return None
 
 
 class DecodeStage:
@@ -105,7 +111,7 @@ class DecodeStage:
         library_language = language_for_path(ctx.config, state.path)
         audio, chosen = decode_track(
             state.path, ctx.cancel, ctx.report.progress, limits_for(ctx.config),
-            confinement(state.path, ctx.config.paths.inbox), spool_folder(ctx.config),
+            confinement(state.path, ctx.config), spool_folder(ctx.config),
             preferred_language(ctx.config, library_language))
         ctx.report.progress(1.0, f"{audio.duration:.1f} s of audio",
                             audio_seconds=round(audio.duration, 3), track=chosen.as_dict())
@@ -245,7 +251,9 @@ class _Spooled(_Sink):
     """On disk: each piece appended to the spool as it comes; memory holds one frame."""
 
     def __init__(self, spool: PcmSpool, limits: DecodeLimits) -> None:
-        super().__init__(limits)
+        # the bytes guard is about memory, which a spool does not use: only the duration
+        # holds (a 1 GiB NAS would refuse every film past 93 minutes otherwise)
+        super().__init__(replace(limits, max_bytes=0))
         self._spool = spool
 
     def _keep(self, piece: np.ndarray) -> None:
