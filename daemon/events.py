@@ -211,7 +211,9 @@ class EventBus:
 
     @property
     def last_id(self) -> int:
-        return self._next_id - 1
+        """The newest id given out here; in a cluster, the newest delivered (ids are the
+        cluster's then, and this node's own clock-based counter means nothing to a client)."""
+        return self._delivered if self.relay is not None else self._next_id - 1
 
     # ------------------------------------------------------------------ publishing
 
