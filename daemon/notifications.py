@@ -226,7 +226,18 @@ class Notifications:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._outbox is not None:
+            await self._record_news()  # jobs that finished while a delivery was under way
             await self._blocking(self._outbox.close)
+
+    async def _record_news(self) -> None:
+        """Whatever finished and is not in the outbox yet goes there now, so a stop (the task
+        canceled mid-delivery to a dead receiver) loses no notification: the next start
+        delivers it."""
+        while self._news is not None and not self._news.empty():
+            try:
+                await self._blocking(self._record, self._news.get_nowait())
+            except Exception:  # noqa: BLE001 - the stop goes on; said once per event
+                log.exception("notifications: could not keep a notification at the stop")
 
     def _heard(self, event: Event) -> None:
         """On the publisher's thread: never blocks, never raises into the pipeline."""
@@ -238,8 +249,7 @@ class Notifications:
         assert self._news is not None
         while True:
             try:
-                while not self._news.empty():
-                    await self._blocking(self._record, self._news.get_nowait())
+                await self._record_news()
                 await self._deliver_due()
                 await self._idle()
             except asyncio.CancelledError:

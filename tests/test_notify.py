@@ -157,3 +157,25 @@ async def test_nothing_is_kept_when_nothing_is_configured(tmp_path: Path) -> Non
         await wait_until(lambda: service.journal.counts()["done"] == 1, 30, "done")
         await asyncio.sleep(0.3)
         assert owed(tmp_path) == []
+
+
+async def test_jobs_that_finish_while_a_delivery_hangs_are_kept_across_a_stop(
+        tmp_path: Path) -> None:
+    """A receiver that never answers holds the delivery task; jobs that finish meanwhile wait
+    in memory. A stop then cancels the task: they go to the outbox first, and the next start
+    delivers them."""
+    async with Receiver() as receiver:
+        receiver.hold.clear()
+        async with running_service(tmp_path, transcribe=ScriptedPipeline(),
+                                   notify=notify(receiver.url, timeout=600)) as service:
+            drop(tmp_path, "f0.wav")
+            await wait_until(lambda: receiver.waiting == 1, 30, "the first notification held")
+            for i in (1, 2):
+                drop(tmp_path, f"f{i}.wav")
+            await wait_until(lambda: service.journal.counts()["done"] == 3, 60, "all done")
+        assert len(owed(tmp_path)) == 3  # the held one and the two that came after
+        receiver.hold.set()
+        async with running_service(tmp_path, transcribe=ScriptedPipeline(),
+                                   notify=notify(receiver.url)):
+            await wait_until(lambda: owed(tmp_path) == [], 30, "delivered after the restart")
+        assert {d["rel_path"] for d in receiver.documents} >= {"f0.wav", "f1.wav", "f2.wav"}
