@@ -38,6 +38,7 @@ from .intake import Intake
 from .journal import Identity
 from .libraries import key_for_path, library_of, media_path, media_root
 from .mediaservers import ServerError, mediabrowser_paths, plex_paths, to_local
+from .pipeline.opening import inside
 from .queue import JobQueue
 from .threads import Blocking
 from .web import CREDENTIALS, FORM_PATHS, MAX_JSON_BYTES, json_object, token_ok
@@ -274,5 +275,6 @@ class Hooks:
 
 def _stays_inside(root: Path, path: Path) -> bool:
     """Is `path`, every link on the way resolved, inside `root`? A folder in a library may be
-    a link to anywhere (a share user made it): a webhook must not reach through it."""
-    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+    a link to anywhere (a share user made it): a webhook must not reach through it. The same
+    test the decoder's confinement makes (`pipeline.opening.inside`)."""
+    return inside(os.path.realpath(path), os.path.realpath(root))
