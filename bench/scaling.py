@@ -5,15 +5,17 @@ docs/scaling.png (time and peak RSS against length, ours and bare).
 
 Each length is a film-like soundtrack (AAC in .m4a): espeak-ng sentences in several voices with
 pauses from 0.4 s to 5 s between them (about half of it speech), built once per length.
-- daemon: `subwatch run` (a real process, default tiny.en model, preloaded); the file is moved
-  into the inbox; time is the job's `processing_seconds` (decode to subtitle file); memory is
-  the process's peak RSS (VmHWM) after the job, so model, HTTP server and journal are in it.
-  Lengths up to 5 minutes run three times (three copies, one job after another; the median).
+- daemon: `subwatch run` (a real process, default tiny.en model, preloaded); a copy of the file
+  is moved into the inbox; time is the job's `processing_seconds` (decode to subtitle file),
+  CPU the process's own over the job; memory is its peak RSS (VmHWM) after the runs, so
+  model, HTTP server and journal are in it.
 - bare: `WhisperModel.transcribe(path, ...)` in its own process with the same model, compute
   type, threads, beam size, word timestamps and VAD settings (the wide cut Whisper hears), the
   segments consumed; time from the call to the last segment, memory its peak RSS.
+Both processes live for the whole length and take turns (pairs, in ABBA order), so a drift
+in the speed of a shared machine falls on both; the ratio is the median of the pairs' ratios.
 
-    .venv/bin/python bench/scaling.py [--minutes 1 5 20 60] [--no-plot]
+    .venv/bin/python -P bench/scaling.py [--minutes 1 5 20 60] [--rounds N] [--no-plot]
 """
 
 from __future__ import annotations
@@ -46,22 +48,23 @@ VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb+m3")
 PAUSES = (0.4, 0.8, 1.5, 3.0, 5.0)
 
 BARE = """
-import json, resource, sys, time
+import json, os, resource, sys, time
 from faster_whisper import WhisperModel
 a = json.loads(sys.argv[1])
 m = WhisperModel(a["model"], device="cpu", compute_type=a["compute"], cpu_threads=a["threads"])
 import numpy as np
 list(m.transcribe(np.zeros(16000, np.float32), vad_filter=True)[0])  # the VAD loaded, as ours
-times = []
-for _ in range(a["rounds"]):
-    started = time.perf_counter()
-    segs, _ = m.transcribe(a["path"], beam_size=a["beam"], word_timestamps=True,
+print("ready", flush=True)
+for path in sys.stdin:  # one run per line, while the daemon's jobs alternate with them
+    cpu, started = os.times(), time.perf_counter()
+    segs, _ = m.transcribe(path.strip(), beam_size=a["beam"], word_timestamps=True,
                            condition_on_previous_text=False, vad_filter=True,
                            vad_parameters=a["vad"])
     words = sum(len(s.words or ()) for s in segs)
-    times.append(time.perf_counter() - started)
-print(json.dumps({"seconds": times, "words": words,
-                  "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    seconds, end = time.perf_counter() - started, os.times()
+    print(json.dumps({"seconds": seconds, "words": words,
+                      "cpu": end.user + end.system - cpu.user - cpu.system,
+                      "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
 """
 
 
@@ -81,30 +84,101 @@ def film(folder: Path, minutes: float) -> Path:
     return encode(folder / f"film-{minutes:g}min.m4a", samples)
 
 
-def daemon_run(folder: Path, path: Path, rounds: int) -> dict[str, float]:
-    """`rounds` copies of the file dropped at once (one job after another): the median job."""
-    root = folder / f"daemon-{path.stem}"
-    root.mkdir()
-    daemon = DaemonProcess(root, watch={"settle_seconds": 1.0}).start()
-    assert daemon.proc is not None
+class DaemonSide:
+    """A real `subwatch run` for one length: each run moves a copy of the file into its inbox
+    and waits for the subtitle file (a cheap look at the outbox, not a poll of the API)."""
+
+    def __init__(self, folder: Path, path: Path) -> None:
+        self.root, self.path, self.runs = folder / f"daemon-{path.stem}", path, 0
+        self.root.mkdir()
+        self.daemon = DaemonProcess(self.root, watch={"settle_seconds": 1.0}).start()
+        assert self.daemon.proc is not None
+        self.pid = self.daemon.proc.pid
+
+    def run(self) -> dict[str, float]:
+        self.runs += 1
+        name = f"{self.runs}-{self.path.name}"
+        staged = self.root / name  # beside the inbox, then moved in whole
+        shutil.copy(self.path, staged)
+        cpu = _process_cpu(self.pid)
+        os.rename(staged, self.root / "inbox" / name)
+        outbox, stem = self.root / "outbox", Path(name).stem
+        self.daemon.wait_for(lambda: any(outbox.glob(f"{stem}.*srt")), timeout=6 * 3600,
+                             what=f"the subtitles of {name}")
+        cpu = _process_cpu(self.pid) - cpu
+        job = self.daemon.wait_for(lambda: self._done(name), what="the job record")
+        return {"seconds": float(job["processing_seconds"]), "cpu": cpu}
+
+    def _done(self, name: str) -> dict[str, object] | None:
+        jobs = [j for j in self.daemon.get("/jobs")["jobs"] if j["rel_path"] == name]
+        assert not jobs or jobs[0]["state"] != "failed", jobs
+        return jobs[0] if jobs and jobs[0]["state"] == "done" else None
+
+    def close(self) -> float:
+        """The peak RSS (MiB) over every run, then the daemon stopped."""
+        peak = _vm_hwm(self.pid) / 1024
+        self.daemon.signal(15)
+        self.daemon.wait_exit(120)
+        return peak
+
+
+class BareSide:
+    """`WhisperModel.transcribe(path, ...)` in a process of its own, the model loaded once."""
+
+    def __init__(self, path: Path) -> None:
+        config = config_from_dict({}, base=ROOT)
+        spec = whisper_spec(config.whisper, config.models, 1)
+        rule = SpanRule.hearing(config.vad)
+        args = {"model": spec.path, "compute": spec.compute_type, "threads": spec.cpu_threads,
+                "beam": config.whisper.beam_size,
+                "vad": {"threshold": rule.threshold, "min_silence_duration_ms": rule.min_silence_ms,
+                        "speech_pad_ms": rule.pad_ms, "max_speech_duration_s": rule.max_seconds}}
+        self.path, self.peak_kib = path, 0
+        self.proc = subprocess.Popen([sys.executable, "-c", BARE, json.dumps(args)], cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout and self.proc.stdout.readline().strip() == "ready"
+
+    def run(self) -> dict[str, float]:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(f"{self.path}\n")
+        self.proc.stdin.flush()
+        data = json.loads(self.proc.stdout.readline())
+        self.peak_kib = data["peak_kib"]
+        return {"seconds": data["seconds"], "cpu": data["cpu"]}
+
+    def close(self) -> float:
+        assert self.proc.stdin
+        self.proc.stdin.close()
+        self.proc.wait(60)
+        return self.peak_kib / 1024
+
+
+def measure(folder: Path, path: Path, rounds: int) -> dict[str, float]:
+    """`rounds` pairs of runs, daemon and bare taking turns to go first (ABBA), so a drift of
+    the machine's speed (a shared VM) falls on both sides alike; medians and the median of
+    the pairs' ratios."""
+    ours, bare = DaemonSide(folder, path), BareSide(path)
+    runs: dict[str, list[dict[str, float]]] = {"daemon": [], "bare": []}
     try:
         for n in range(rounds):
-            staged = root / f"{n}-{path.name}"  # beside the inbox, then moved in whole
-            shutil.copy(path, staged)
-            os.rename(staged, root / "inbox" / staged.name)
-
-        def finished() -> list[dict[str, object]] | None:
-            jobs = [j for j in daemon.get("/jobs")["jobs"] if j["state"] in ("done", "failed")]
-            return jobs if len(jobs) == rounds else None
-
-        jobs = daemon.wait_for(finished, timeout=6 * 3600, what="the jobs")
-        assert all(j["state"] == "done" for j in jobs), jobs
-        peak = _vm_hwm(daemon.proc.pid)
+            sides = (("daemon", ours), ("bare", bare))
+            for key, side in sides if n % 2 == 0 else reversed(sides):
+                runs[key].append(side.run())
     finally:
-        daemon.signal(15)
-        daemon.wait_exit(120)
-    times = [float(str(j["processing_seconds"])) for j in jobs]
-    return {"seconds": statistics.median(times), "peak_mib": peak / 1024}
+        peaks = {"daemon": ours.close(), "bare": bare.close()}
+    ratios = [d["seconds"] / b["seconds"] for d, b in
+              zip(runs["daemon"], runs["bare"], strict=True)]
+    row = {"time_ratio": round(statistics.median(ratios), 3)}
+    for key, done in runs.items():
+        row[f"{key}_s"] = round(statistics.median(r["seconds"] for r in done), 1)
+        row[f"{key}_cpu_s"] = round(statistics.median(r["cpu"] for r in done), 1)
+        row[f"{key}_peak_mib"] = round(peaks[key])
+    return row
+
+
+def _process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _vm_hwm(pid: int) -> int:
@@ -112,20 +186,6 @@ def _vm_hwm(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise RuntimeError("no VmHWM")
-
-
-def bare_run(path: Path, rounds: int) -> dict[str, float]:
-    config = config_from_dict({}, base=ROOT)
-    spec = whisper_spec(config.whisper, config.models, 1)
-    rule = SpanRule.hearing(config.vad)
-    args = {"model": spec.path, "compute": spec.compute_type, "threads": spec.cpu_threads,
-            "beam": config.whisper.beam_size, "path": str(path), "rounds": rounds,
-            "vad": {"threshold": rule.threshold, "min_silence_duration_ms": rule.min_silence_ms,
-                    "speech_pad_ms": rule.pad_ms, "max_speech_duration_s": rule.max_seconds}}
-    out = subprocess.run([sys.executable, "-c", BARE, json.dumps(args)], capture_output=True,
-                         text=True, check=True, cwd=ROOT).stdout
-    data = json.loads(out.strip().splitlines()[-1])
-    return {"seconds": statistics.median(data["seconds"]), "peak_mib": data["peak_kib"] / 1024}
 
 
 def r_squared(x: list[float], y: list[float]) -> float:
@@ -160,6 +220,8 @@ def plot(rows: list[dict[str, float]], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 5, 20, 60])
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="pairs per length (default: 5 at 1 min, 3 up to 20, 2 above)")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="subwatch-scaling-"))
@@ -168,15 +230,9 @@ def main() -> None:
         for minutes in args.minutes:
             path = film(folder, minutes)
             started = time.monotonic()
-            rounds = 3 if minutes <= 5 else 1  # short runs are noisy: the median of three
-            ours = daemon_run(folder, path, rounds)
-            bare = bare_run(path, rounds)
-            rows.append({"minutes": minutes, "daemon_s": round(ours["seconds"], 1),
-                         "bare_s": round(bare["seconds"], 1),
-                         "time_ratio": round(ours["seconds"] / bare["seconds"], 3),
-                         "daemon_peak_mib": round(ours["peak_mib"]),
-                         "bare_peak_mib": round(bare["peak_mib"]),
-                         "wall_s": round(time.monotonic() - started)})
+            rounds = args.rounds or (5 if minutes <= 1 else 3 if minutes <= 20 else 2)
+            row = {"minutes": minutes, "rounds": rounds, **measure(folder, path, rounds)}
+            rows.append({**row, "wall_s": round(time.monotonic() - started)})
             print(json.dumps(rows[-1]), flush=True)
             path.unlink()
     finally:
@@ -189,11 +245,13 @@ def main() -> None:
 def report(rows: list[dict[str, float]]) -> None:
     print(f"\nmachine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
           f"python {platform.python_version()}")
-    print("| audio | daemon job | bare | ratio | daemon peak RSS | bare peak RSS |")
-    print("|---|---|---|---|---|---|")
+    print("| audio | pairs | daemon job | bare | ratio | daemon CPU | bare CPU "
+          "| daemon peak RSS | bare peak RSS |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['minutes']:g} min | {r['daemon_s']} s | {r['bare_s']} s | "
-              f"{r['time_ratio']} | {r['daemon_peak_mib']} MiB | {r['bare_peak_mib']} MiB |")
+        print(f"| {r['minutes']:g} min | {r['rounds']} | {r['daemon_s']} s | {r['bare_s']} s | "
+              f"{r['time_ratio']} | {r['daemon_cpu_s']} s | {r['bare_cpu_s']} s | "
+              f"{r['daemon_peak_mib']} MiB | {r['bare_peak_mib']} MiB |")
     if len(rows) > 2:
         x = [r["minutes"] for r in rows]
         print(f"R² of daemon time against length: {r_squared(x, [r['daemon_s'] for r in rows]):.4f}"
