@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,8 @@ class Lifecycle:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     lag: LoopLag = field(default_factory=LoopLag)  # how late the event loop answers
+    # parts' own /healthz reasons, asked each time (a cluster node: events stopped crossing)
+    checks: list[Callable[[], list[str]]] = field(default_factory=list)
 
     def failed_tasks(self) -> list[str]:
         return [f"internal task {t.get_name()} failed: {t.exception()!r}" for t in self.tasks
@@ -66,6 +69,7 @@ class Monitor:
         if self._journal.problem:  # locked by another process, disk full, corrupt
             reasons.append(f"journal degraded: {self._journal.problem}")
         reasons += self._degradations.holding()  # e.g. "outbox full: …": every job waits
+        reasons += [reason for check in self._life.checks for reason in check()]
         if self._life.stopping.is_set():
             reasons.append("stopping")
         elif not self._life.ready:

@@ -342,6 +342,70 @@ def test_events_published_while_redis_is_away_arrive_when_it_returns(tmp_path: P
         server.kill()
 
 
+async def test_an_event_thread_that_hits_an_unexpected_error_goes_on_and_healthz_says_so(
+        server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A hook that raises on the reader thread once (a bug): the error is logged once with its
+    traceback, /healthz is degraded ("cluster events") until events cross again, and they do:
+    the thread went on instead of ending in silence."""
+    name = fresh_name()
+    (tmp_path / "inbox").mkdir()
+    async with running_service(tmp_path / "i", **cluster_tables(
+            server, tmp_path, name, "intake", "state-i")) as service:
+        fired = threading.Event()
+
+        def broken_hook(event: Any) -> None:  # on_publish runs on the reader thread
+            if event.job_id == "eeeeeeeeeeeeeeee" and not fired.is_set():
+                fired.set()
+                raise RuntimeError("a metrics hook with a bug")
+        service.bus.on_publish.append(broken_hook)
+        service.bus.publish(EventType.JOB_QUEUED, "eeeeeeeeeeeeeeee", {"input": "x.wav"})
+        await wait_until(lambda: "cluster events" in service.monitor.public_health()[1], 30,
+                         "/healthz degraded by the failing event thread")
+        ok, reasons = service.monitor.health()
+        assert not ok and any("RuntimeError('a metrics hook with a bug')" in r for r in reasons)
+        service.bus.publish(EventType.JOB_DONE, "eeeeeeeeeeeeeeee", {"result": "ok"})
+        await wait_until(lambda: [e.type for e in service.bus.history("eeeeeeeeeeeeeeee")] == [
+            "signal.job_queued", "signal.job_done"], 30, "the next event, read after the error")
+        await wait_until(lambda: service.monitor.healthy(), 30, "healthy again")
+    failures = [r for r in caplog.records if "cluster events: reading failed" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None  # once, with its traceback
+
+
+async def test_a_second_daemon_beating_under_this_nodes_id_makes_healthz_degraded(
+        server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Two daemons that started in the same instant both pass the start's check; the beats
+    see it then: an error in the log and /healthz degraded, no fight; ok again once the other
+    is gone."""
+    name = fresh_name()
+    (tmp_path / "inbox").mkdir()
+    async with running_service(tmp_path / "i", **cluster_tables(
+            server, tmp_path, name, "intake", "state-i")) as service:
+        me = service.journal.describe()["node"]
+        other = node(server, name, me, claim_timeout=3.0)  # the twin's queue: its own life
+        twin_gone = threading.Event()
+
+        def twin() -> None:  # beats like a second daemon's node, with its own token
+            while not twin_gone.is_set():
+                other.registry.beat(me, {"token": other.life, "pid": 4242, "host": "twin"}, 3.0)
+                twin_gone.wait(0.3)
+        beating = threading.Thread(target=twin)
+        beating.start()
+        try:
+            await wait_until(lambda: "cluster node id in use twice"
+                             in service.monitor.public_health()[1], 30, "/healthz degraded")
+            (reason,) = [r for r in service.monitor.health()[1] if "in use twice" in r]
+            assert f"{me!r}" in reason and "pid 4242 on twin" in reason
+            assert "delete state_dir/cluster-node on one of them" in reason
+        finally:
+            twin_gone.set()
+            beating.join(10)
+            other.close()
+        await wait_until(lambda: service.monitor.healthy(), 30, "healthy once the twin is gone")
+        assert service.life.tasks[0].get_name() == "cluster" and not service.life.tasks[0].done()
+    said = [r for r in caplog.records if "is in use by another daemon too" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "ERROR"
+
+
 # ---------------------------------------------------------------------------- config
 
 def test_cluster_config_is_checked_at_start(tmp_path: Path) -> None:
@@ -722,3 +786,61 @@ def test_a_daemon_without_redis_exits_with_one_line_or_waits_for_it(tmp_path: Pa
     finally:
         waiting.kill()
         later.kill()
+
+
+def test_a_second_daemon_with_a_copied_node_id_refuses_to_start_with_one_line(
+        tmp_path: Path) -> None:
+    """A state_dir copied to a second machine: the copy's daemon finds its node id beating
+    under another process and exits 1 with one line that names the id and the fix, leaving the
+    first alone; with the file deleted it joins under a new id."""
+    server = RedisServer(tmp_path / "redis").start()
+    common = {"cluster": {"backend": "redis", "url": server.url, "role": "intake",
+                          "claim_timeout": PROCESS_CLAIM_TIMEOUT}}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = DaemonProcess(tmp_path / "a", **common)
+    copy = DaemonProcess(tmp_path / "b", **common)
+    try:
+        first.start()
+        (tmp_path / "b" / "state").mkdir(parents=True)
+        shutil.copy(tmp_path / "a" / "state" / "cluster-node", tmp_path / "b" / "state")
+        name = node_name(first)
+        assert copy.start(wait=False).wait_exit(60) == 1
+        lines = [line for line in copy.log.read_text().splitlines() if line.strip()]
+        said = [line for line in lines if "in use by another daemon too" in line]
+        assert said == [lines[-1]], lines
+        assert f"cannot start: cluster node id {name!r} is in use by another daemon too" in said[0]
+        assert "delete state_dir/cluster-node on one of them" in said[0]
+        assert first.healthz()["status"] == "ok"
+        assert "in use by another daemon" not in first.log.read_text()
+        (tmp_path / "b" / "state" / "cluster-node").unlink()
+        copy.start()  # ready: under a new id
+        assert node_name(copy) != name
+        nodes = {n["node"] for n in first.status()["cluster"]["nodes"]}
+        assert nodes == {name, node_name(copy)}
+    finally:
+        copy.kill()
+        first.kill()
+        server.kill()
+
+
+def test_a_node_killed_and_restarted_with_its_own_id_starts_and_takes_back_its_job(
+        cluster: Cluster) -> None:
+    """kill -9 mid-job and a restart at once (as systemd's): its own record is still fresh,
+    from a dead life; the start tells it from a second daemon (the record no longer moves),
+    starts, and takes back its job at once, done once with the dead attempt charged."""
+    (only,) = [cluster.node("all")]
+    cluster.start(only)
+    name = node_name(only)
+    long_speech_wav(cluster.inbox / "long.wav", sentences=8)
+    only.wait_for(lambda: any(r["percent"] > 0 for r in only.status()["running"]), 300,
+                  "the long job under way")
+    only.kill()
+    only.start()  # well within a claim timeout of its last beat
+    assert node_name(only) == name
+    only.wait_for(lambda: cluster.finished(["long.wav"]), 300, "the job finished")
+    (job,) = cluster.by_path()["long.wav"]
+    assert job.state == "done" and job.attempts == 2
+    assert cluster.done_lines("long.wav") == 1
+    assert "fresh record from another process life" in only.log.read_text()
+    assert only.healthz()["status"] == "ok"

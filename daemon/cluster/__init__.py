@@ -19,6 +19,7 @@ from ..config import Config, LiveConfig
 from ..events import GLOBAL_HISTORY_FACTOR, EventBus
 from ..journal import Journal
 from ..models import ModelCache
+from ..monitor import Lifecycle
 from ..outcomes import Outcomes
 from ..progress import RunningJobs
 from ..queue import JobQueue
@@ -30,7 +31,8 @@ NODE_FILE = "cluster-node"
 
 def node_id(state_dir: Path) -> str:
     """This node's name in the cluster, kept in its state_dir: the same across restarts, so a
-    restarted node takes back at once the jobs it was running when it died."""
+    restarted node takes back at once the jobs it was running when it died. Two live daemons
+    with one name are refused at start (`NodeRegistry.check_alone`)."""
     path = state_dir / NODE_FILE
     try:
         return path.read_text(encoding="utf-8").strip()
@@ -47,12 +49,20 @@ def open_queue(config: Config) -> JobQueue:
     if cluster.backend == "sqlite":
         return Journal(config.paths.state_dir / "journal.sqlite3", config.jobs.max_attempts)
     from .link import Link
+    from .nodes import BEATS_PER_CLAIM_TIMEOUT
     from .queue import RedisQueue
 
     link = Link(cluster.url)
     link.connect(cluster.wait_for_backend)
-    return RedisQueue(link, cluster.name, node_id(config.paths.state_dir),
-                      config.jobs.max_attempts, cluster.claim_timeout)
+    queue = RedisQueue(link, cluster.name, node_id(config.paths.state_dir),
+                       config.jobs.max_attempts, cluster.claim_timeout)
+    try:  # before any job is taken: no second live daemon under this id
+        queue.registry.check_alone(queue.node, queue.life, cluster.claim_timeout,
+                                   cluster.claim_timeout / BEATS_PER_CLAIM_TIMEOUT)
+    except BaseException:
+        queue.close()
+        raise
+    return queue
 
 
 def takes_jobs(config: Config) -> bool:
@@ -80,6 +90,7 @@ class Parts(Protocol):
     """What a node's cluster work uses of the composition root (the Service has them)."""
 
     live: LiveConfig
+    life: Lifecycle
     journal: JobQueue
     bus: EventBus
     running: RunningJobs
@@ -102,8 +113,10 @@ def cluster_work(parts: Parts, wake: asyncio.Event) -> Coroutine[Any, Any, None]
     assert isinstance(queue, RedisQueue), "open_queue makes a RedisQueue for this config"
     cap = config.http.history_size * GLOBAL_HISTORY_FACTOR
     events = ClusterEvents(queue.link, f"{queue.name}:", parts.bus, queue.node, cap)
-    return ClusterNode(config.cluster.role, job_workers(config), queue, events, parts.running,
-                       parts.cache, parts.outcomes, parts.blocking, wake).run()
+    node = ClusterNode(config.cluster.role, job_workers(config), queue, events, parts.running,
+                       parts.cache, parts.outcomes, parts.blocking, wake)
+    parts.life.checks.append(node.problems)  # /healthz: events stopped, a twin under its id
+    return node.run()
 
 
 async def _nothing() -> None:

@@ -12,6 +12,11 @@ nodes and restarts. A batch sent again after a lost reply is not stored twice: e
 life numbers what it sends, and the script skips what it stored already. While Redis is away
 nothing is numbered: events wait in the backlog (progress first to go if it fills) and reach
 every node when Redis returns.
+
+An unexpected error in either thread (a bug: an entry or a hook it cannot handle, a reply
+Redis gives for a wrong call) does not end it: it is logged once with its traceback, the thread
+tries again after RETRY_SECONDS, and `problem` says so to /healthz until that thread works
+again, so a cluster whose events stopped crossing is not reported healthy.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from ..events import PRIORITY_PROGRESS, Event, EventBus, estimated_size, priority_of
 from ..journal import JournalUnavailable
@@ -56,6 +62,8 @@ class ClusterEvents:
         self._threads: list[threading.Thread] = []
         self.on_news: list[Callable[[Event], None]] = []  # every event read, any node's
         self.dropped = 0
+        self._last: bytes = b"0-0"  # the whole (capped) stream first: history from before
+        self._failing: dict[str, str] = {}  # a thread's part → its unexpected error, until it works
         bus.relay = self.relay
 
     def relay(self, event: Event) -> None:
@@ -79,6 +87,24 @@ class ClusterEvents:
     @property
     def backlog(self) -> int:
         return len(self._out)
+
+    @property
+    def problem(self) -> str | None:
+        failing = tuple(self._failing.values())
+        return "cluster events: " + "; ".join(failing) if failing else None
+
+    def _failed(self, part: str, exc: Exception) -> None:
+        """An unexpected error in a thread: said once (with its traceback) while it lasts, in
+        `problem` meanwhile; the thread goes on after a pause instead of ending in silence."""
+        if part not in self._failing:
+            log.error("cluster events: %s failed; tried again every %.0f s until it works",
+                      part, RETRY_SECONDS, exc_info=exc)
+        self._failing[part] = f"{part} failed: {exc!r}"
+        self._stop.wait(RETRY_SECONDS)
+
+    def _works(self, part: str) -> None:
+        if self._failing.pop(part, None) is not None:
+            log.info("cluster events: %s works again", part)
 
     def start(self) -> None:
         for target, name in ((self._forward, "events-out"), (self._read, "events-in")):
@@ -119,6 +145,10 @@ class ClusterEvents:
             except JournalUnavailable:
                 self._stop.wait(RETRY_SECONDS)
                 continue
+            except Exception as exc:  # the batch stays first in the backlog, tried again
+                self._failed("sending", exc)
+                continue
+            self._works("sending")
             with self._cond:  # by seq: `_make_room` may have dropped some meanwhile
                 while self._out and self._out[0][0] <= batch[-1][0]:
                     self._out.popleft()
@@ -138,22 +168,26 @@ class ClusterEvents:
 
     def _read(self) -> None:
         client = self._link.blocking_client(READ_BLOCK_SECONDS)
-        last: bytes = b"0-0"  # the whole (capped) stream first: history from before the start
         try:
             while not self._stop.is_set():
                 try:
-                    with self._link.guard():
-                        got = client.xread({self._stream: last}, count=500,
-                                           block=int(READ_BLOCK_SECONDS * 1000))
+                    self._read_some(client)
                 except JournalUnavailable:
                     self._stop.wait(RETRY_SECONDS)
-                    continue
-                for _stream, entries in got or []:
-                    for entry_id, fields in entries:
-                        last = entry_id
-                        self._deliver(entry_id, fields)
+                except Exception as exc:  # the entry it failed on is passed: not again
+                    self._failed("reading", exc)
         finally:
             client.close()
+
+    def _read_some(self, client: Any) -> None:
+        with self._link.guard():
+            got = client.xread({self._stream: self._last}, count=500,
+                               block=int(READ_BLOCK_SECONDS * 1000))
+        for _stream, entries in got or []:
+            for entry_id, fields in entries:
+                self._last = entry_id
+                self._deliver(entry_id, fields)
+                self._works("reading")
 
     def _deliver(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         try:

@@ -4,6 +4,9 @@
 - on nodes that run jobs: taking over the jobs of workers that died (`RedisQueue.recover`),
   writing the error file of one that is out of attempts, and waking the workers;
 and, for its whole life, the threads that carry events to and from the cluster's stream.
+Each beat also gets back the record it replaced: one written by another process life under
+this node's id means a second live daemon uses it (the start refuses that, but two starting
+in the same instant both pass): said in the log and in /healthz, without a fight over jobs.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ..progress import RunningJobs
 from ..threads import Blocking
 from .events import ClusterEvents
 from .queue import RedisQueue
+from .registry import duplicate
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,8 @@ class ClusterNode:
         self._blocking = blocking
         self._wake = wake
         self._started = time.time()
+        self._beaten = False
+        self._twin: tuple[float, str] | None = None  # when a beat last met another life's record
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -63,8 +69,9 @@ class ClusterNode:
 
     async def _beat(self) -> None:
         try:
-            await self._blocking(self._queue.registry.beat, self._queue.node, self.record(),
-                                 self._queue.claim_timeout)
+            previous = await self._blocking(self._queue.registry.beat, self._queue.node,
+                                            self.record(), self._queue.claim_timeout)
+            self._check_twin(previous)
             for job_id in self._queue.held():
                 if not await self._blocking(self._queue.heartbeat, job_id):
                     log.warning("job %s is no longer this node's (another node took it over "
@@ -83,8 +90,31 @@ class ClusterNode:
         for job in failed:  # out of attempts: its error file, like any failure for good
             await self._outcomes.failed(job, job.error or "crashed", job.message or "")
 
+    def _check_twin(self, previous: dict[str, Any] | None) -> None:
+        """The first beat replaces a dead life's record (a restart after a crash); any later
+        one that finds another life's record met a second daemon under this id."""
+        if self._beaten and previous is not None and previous.get("token") != self._queue.life:
+            if self._twin is None:
+                log.error("%s; this node goes on and says so in /healthz",
+                          duplicate(self._queue.node, previous))
+            self._twin = (time.monotonic(), duplicate(self._queue.node, previous))
+        self._beaten = True
+
+    def problems(self) -> list[str]:
+        """For /healthz: events that stopped crossing; a second daemon under this id, until
+        no beat has met it for a claim timeout (two daemons' beats interleave unevenly)."""
+        out = [self._events.problem] if self._events.problem else []
+        if self._twin is not None:
+            if time.monotonic() - self._twin[0] < self._queue.claim_timeout:
+                out.append(f"cluster node id in use twice: {self._twin[1]}")
+            else:
+                log.info("no other daemon under cluster node id %r any more", self._queue.node)
+                self._twin = None
+        return out
+
     def record(self) -> dict[str, Any]:
-        return {"role": self.role, "host": socket.gethostname(), "pid": os.getpid(),
-                "version": __version__, "started_at": self._started, "workers": self._workers,
+        return {"token": self._queue.life, "role": self.role, "host": socket.gethostname(),
+                "pid": os.getpid(), "version": __version__, "started_at": self._started,
+                "workers": self._workers,
                 "running": [run.as_dict() for run in self._running.values()],
                 "models": self._cache.snapshot(), "events_backlog": self._events.backlog}

@@ -89,6 +89,7 @@ class RedisQueue:
         self._scripts = {n: link.client.register_script(getattr(scripts, n)) for n in (
             "ADMIT", "KNOWN", "CLAIM", "MOVE", "HEARTBEAT", "WRITTEN", "REAP")}
         self.registry = NodeRegistry(link, self._prefix)
+        self.life = secrets.token_hex(8)  # this process's life as `node`, in its record
 
     @property
     def problem(self) -> str | None:
