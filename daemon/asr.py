@@ -41,7 +41,7 @@ from .journal import FINAL_STATES, Identity, Job
 from .languages import WHISPER_LANGUAGES, language_name
 from .queue import JobQueue
 from .threads import Blocking
-from .uploads import UPLOAD, remove_upload, uploads_dir, write_request
+from .uploads import UPLOAD, UploadRoom, remove_upload, uploads_dir, write_request
 from .web import CREDENTIALS, FORM_PATHS
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ MEDIA_PROBLEMS = frozenset({"not_media", "corrupt", "empty_file", "no_audio", "t
 ASR_ENGINE = "faster_whisper"
 TOKEN_PREFIX = "/token/{token}"  # the same routes with http.token in the path (Bazarr)
 RAW_NAME = ".raw"  # a file to convert (a client's name never starts with a dot: safe_name)
+BUSY_RETRY_AFTER_SECONDS = 30  # no room for another upload now (UploadRoom)
 
 
 class Refusal(Exception):
@@ -183,6 +184,7 @@ class AsrApi:
         self._intake = intake
         self._control = control
         self._blocking = blocking
+        self.room = UploadRoom(live)
 
     def register(self, app: web.Application) -> None:
         for prefix in ("", TOKEN_PREFIX):
@@ -211,12 +213,23 @@ class AsrApi:
         return await self._serve(request, detect=True)
 
     async def _serve(self, request: web.Request, detect: bool) -> web.StreamResponse:
+        ticket = self.room.take(request.content_length)  # before a byte of the body is read
+        if ticket is None:
+            return _busy()
+        try:
+            return await self._serve_in(request, detect, ticket)
+        finally:
+            self.room.give_back(ticket)  # after its files are gone
+
+    async def _serve_in(self, request: web.Request, detect: bool,
+                        ticket: int) -> web.StreamResponse:
         upload: Upload | None = None
         try:
             options = Options.parse(request.query)
             if detect:  # the language of the first 30 s, heard, whatever [whisper] forces
                 options = Options(encode=options.encode, language="auto", output="json")
             upload = await self._receive(request, options, detect)
+            self.room.settle(ticket, upload.received)
             job = await self._run(request, upload, options)
             return await self._answer(job, upload, options, detect)
         except Refusal as refusal:
@@ -346,6 +359,14 @@ class AsrApi:
         """At start: an upload whose request died with the last run has nobody to answer;
         it is canceled and every upload file removed."""
         await self._blocking(sweep_uploads, self._live.current, self._journal)
+
+
+def _busy() -> web.Response:
+    """No room for the upload now (logged by the room, once a burst): try again later."""
+    resp = Refusal(503, "busy", "other uploads hold http.max_upload_total_bytes; try again "
+                                "later").response()
+    resp.headers["Retry-After"] = str(BUSY_RETRY_AFTER_SECONDS)
+    return resp
 
 
 def _client_gone(request: web.Request) -> bool:

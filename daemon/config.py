@@ -211,6 +211,10 @@ class HttpConfig:
     # Extension (issue 14): the largest body POST /asr and /detect-language take, streamed to
     # state_dir/uploads; a bigger one is refused with 413 before or while it arrives.
     max_upload_bytes: int = field(default=4 * 1024 ** 3, metadata=_check(_positive))
+    # Extension: the bytes all uploads together may hold in state_dir/uploads (arriving, or
+    # waiting for their job); an upload past it is refused with 503 and Retry-After before its
+    # body is read. 0: 4 × max_upload_bytes.
+    max_upload_total_bytes: int = field(default=0, metadata=_check(_non_negative))
 
 
 @dataclass(frozen=True)
@@ -595,6 +599,11 @@ def _check_values(config: Config) -> None:
         raise ConfigError(
             f"whisper.language = {lang!r} is not allowed; expected \"auto\" or an ISO 639-1 code")
     _check_drafts(config)
+    http = config.http
+    if 0 < http.max_upload_total_bytes < http.max_upload_bytes:
+        raise ConfigError(
+            f"http.max_upload_total_bytes = {http.max_upload_total_bytes} is not allowed; "
+            f"expected 0 or at least http.max_upload_bytes ({http.max_upload_bytes})")
 
 
 def uses_sensevoice(config: Config) -> bool:
@@ -648,8 +657,11 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         whisper = dataclasses.replace(whisper, model=str(_absolute(base, Path(whisper.model))))
     libraries = tuple(dataclasses.replace(lib, path=_absolute(base, lib.path))
                       if str(lib.path) not in ("", ".") else lib for lib in config.libraries)
+    # `to` is one of our paths (`from` is the server's, taken as written).
+    path_maps = tuple(dataclasses.replace(m, to=str(_absolute(base, Path(m.to))))
+                      if m.to else m for m in config.path_maps)
     return dataclasses.replace(config, paths=resolved, logging=logging_cfg, models=models,
-                               whisper=whisper, libraries=libraries,
+                               whisper=whisper, libraries=libraries, path_maps=path_maps,
                                **_model_folders(config, base))
 
 

@@ -30,7 +30,7 @@ from .config import Config, LiveConfig, WatchConfig
 from .monitor import Lifecycle
 from .naming import normalize
 from .progress import Degradations
-from .watcher import Settled, Watcher
+from .watcher import Settled, Watcher, choose_mode
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,15 @@ def language_for_path(config: Config, path: str | os.PathLike[str]) -> str | Non
     return transcription_language(config, key) if key is not None else None
 
 
+@dataclass
+class Running:
+    """A library being watched: its watcher once its mode is chosen (off the loop)."""
+
+    lib: Library
+    task: asyncio.Task[Any]
+    watcher: Watcher | None = None
+
+
 class Admission(Protocol):
     """The intake as the watchers use it, in journal keys."""
 
@@ -164,13 +173,13 @@ class LibraryWatchers:
         self._blocking = blocking
         self._life = Lifecycle()  # the daemon's, from `start`
         self._degradations: Degradations | None = None
-        self._running: dict[str, tuple[Library, Watcher, asyncio.Task[Any]]] = {}
+        self._running: dict[str, Running] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         live.subscribe(self._on_config)
 
     @property
     def watchers(self) -> dict[str, Watcher]:
-        return {name: watcher for name, (_lib, watcher, _task) in self._running.items()}
+        return {name: run.watcher for name, run in self._running.items() if run.watcher}
 
     def start(self, life: Lifecycle, degradations: Degradations) -> None:
         """On the event loop, at startup: a watcher for each library as the lifecycle's tasks
@@ -183,8 +192,8 @@ class LibraryWatchers:
                                               name="libraries-health"))
 
     def describe(self) -> list[dict[str, object]]:
-        return [{"name": name, "output": lib.output, **watcher.describe()}
-                for name, (lib, watcher, _task) in self._running.items()]
+        return [{"name": name, "output": run.lib.output, **run.watcher.describe()}
+                for name, run in self._running.items() if run.watcher]
 
     def _on_config(self, config: Config) -> None:
         """A LiveConfig listener (a reload runs it in a thread): sync on the loop."""
@@ -197,12 +206,15 @@ class LibraryWatchers:
             return
         watching = config.cluster.role != "worker"  # a worker node only runs jobs (issue 15)
         wanted = {lib.name: lib for lib in libraries_of(config)[1:] if watching}
-        for name, (lib, watcher, task) in list(self._running.items()):
-            if wanted.get(name) == lib:
-                watcher.reconfigure(lib.watch)
+        for name, run in list(self._running.items()):
+            if wanted.get(name) == run.lib:
+                if run.watcher is not None:
+                    run.watcher.reconfigure(dataclasses.replace(run.lib.watch,
+                                                                mode=run.watcher.mode))
                 continue
-            watcher.pause()
-            task.cancel()
+            if run.watcher is not None:
+                run.watcher.pause()
+            run.task.cancel()
             del self._running[name]
             if self._degradations is not None:
                 self._degradations.clear(_component(name))
@@ -212,25 +224,40 @@ class LibraryWatchers:
                 self._start(lib)
 
     def _start(self, lib: Library) -> None:
+        task = asyncio.create_task(self._watch(lib), name=f"library-{lib.name}")
+        self._life.tasks.append(task)
+        self._running[lib.name] = Running(lib, task)
+
+    async def _watch(self, lib: Library) -> None:
+        """Choose the library's watch mode in the daemon's threads (`auto` resolves the path
+        and reads /proc/mounts: on a NAS that hangs, that would hold the event loop and every
+        request with it), then build its watcher and run it until canceled."""
+        mode = await self._blocking(choose_mode, lib.watch.mode, lib.root)
+        run = self._running.get(lib.name)
+        if run is None or run.task is not asyncio.current_task():
+            return  # replaced or removed meanwhile (its task is canceled too)
+
         async def admit(item: Settled) -> None:
             await self._intake.admit(dataclasses.replace(item, rel_path=lib.key(item.rel_path)))
 
         def is_known(rel_path: str, st: os.stat_result) -> bool:
             return self._intake.is_known(lib.key(rel_path), st)
 
-        watcher = Watcher(lib.root, lib.watch, is_known, admit, self._blocking)
-        task = asyncio.create_task(watcher.run(), name=f"library-{lib.name}")
-        self._life.tasks.append(task)
-        self._running[lib.name] = (lib, watcher, task)
+        run.watcher = Watcher(lib.root, dataclasses.replace(lib.watch, mode=mode), is_known,
+                              admit, self._blocking)
         log.info("library %r: watching %r (%s mode), subtitles %s", lib.name, str(lib.root),
-                 watcher.mode, "beside the media" if lib.output == "sidecar"
+                 mode, "beside the media" if lib.output == "sidecar"
                  else f"in {str(lib.outbox_root(self._live.current))!r}")
+        await run.watcher.run()
 
     async def _keep_health(self, degradations: Degradations) -> None:
         """A library whose folder is unavailable (a NAS that unmounted) or whose scans fail is
         degraded in /healthz and /status until it is back; on the stop, intake ends."""
         while not self._life.stopping.is_set():
-            for name, (_lib, watcher, _task) in list(self._running.items()):
+            for name, run in list(self._running.items()):
+                watcher = run.watcher
+                if watcher is None:
+                    continue  # its mode is still being chosen
                 if watcher.state in ("unavailable", "degraded") or watcher.scans_failing():
                     reason = watcher.last_error or f"watcher {watcher.state}"
                     degradations.report(_component(name), f"{_component(name)} "
@@ -241,8 +268,9 @@ class LibraryWatchers:
                 await asyncio.wait_for(self._life.stopping.wait(), CHECK_SECONDS)
             except TimeoutError:
                 pass
-        for _lib, watcher, _task in self._running.values():
-            watcher.pause()
+        for run in self._running.values():
+            if run.watcher is not None:
+                run.watcher.pause()
 
 
 def _component(name: str) -> str:

@@ -36,7 +36,7 @@ from . import __version__
 from .config import Config, LiveConfig, NotifyConfig
 from .events import Event, EventBus, EventType
 from .journal import Job
-from .libraries import media_path
+from .libraries import library_of, media_path
 from .mediaservers import (
     ServerError,
     mediabrowser_refresh,
@@ -169,9 +169,18 @@ def document(event: Event, job: Job | None, config: Config) -> dict[str, Any]:
     }
 
 
+def beside_the_media(doc: dict[str, Any], config: Config) -> bool:
+    """Did the job's subtitles go beside its media (a sidecar library)? Only there does a media
+    server look for them: the outbox (the inbox's, an outbox library's) is not in its library,
+    so a refresh for it would only make the server rescan a folder for nothing."""
+    found = library_of(config, doc["rel_path"])
+    return found is not None and found[0].output == "sidecar"
+
+
 def refreshes(doc: dict[str, Any], config: Config) -> list[tuple[str, dict[str, Any]]]:
     """The library refreshes a finished job asks for: its outputs, as each server sees them."""
-    if doc["event"] != "job.done" or doc["job"]["kind"] == UPLOAD or not doc["outputs"]:
+    if doc["event"] != "job.done" or doc["job"]["kind"] == UPLOAD or not doc["outputs"] \
+            or not beside_the_media(doc, config):
         return []
     servers, maps = config.media_servers, config.path_maps
     paths = [to_server(out, maps) for out in doc["outputs"]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import threading
 from pathlib import Path, PurePosixPath
@@ -24,9 +25,12 @@ from .models import ModelCache
 from .pipeline import Pipeline, Reporter
 from .writer import Outbox, outbox_for
 
+log = logging.getLogger(__name__)
+
 UPLOAD = "upload"
 RESULT_FORMATS = ("srt", "vtt", "txt", "json")
 RESULT_TEMPLATE = "{stem}.{lang}.{ext}"
+TOTAL_PER_REQUEST = 4  # http.max_upload_total_bytes = 0: room for this many full uploads
 
 
 def uploads_dir(config: Config) -> Path:
@@ -102,3 +106,58 @@ class UploadAware:
 
     def __call__(self, path: Path, cancel: threading.Event, reporter: Reporter) -> Transcript:
         return self.pipeline_for(path).run(path, cancel, reporter)
+
+
+# ---------------------------------------------------------------------------- room on disk
+
+def total_upload_limit(config: Config) -> int:
+    """The bytes all uploads together may hold in state_dir/uploads."""
+    http = config.http
+    return http.max_upload_total_bytes or TOTAL_PER_REQUEST * http.max_upload_bytes
+
+
+class UploadRoom:
+    """The state_dir bytes the uploads hold, so that many at once cannot fill its disk (each is
+    bounded alone by http.max_upload_bytes). A request takes its room before its body is read:
+    its Content-Length, or the per-request limit when it sends none; once received it holds its
+    file's size until it is answered and its files removed. A request that finds no room is
+    refused at once (the caller answers 503 with Retry-After, which Bazarr retries). The first
+    refusal of a burst is logged, the rest counted into the line that says uploads are taken
+    again. On the event loop only: no lock."""
+
+    def __init__(self, live: LiveConfig) -> None:
+        self._live = live
+        self._held: dict[int, int] = {}  # ticket -> bytes
+        self._next = 0
+        self._refused = 0  # in the current burst
+
+    @property
+    def held(self) -> int:
+        return sum(self._held.values())
+
+    def take(self, content_length: int | None) -> int | None:
+        """A ticket for an upload's room, or None when there is none now."""
+        limit = self._live.current.http.max_upload_bytes
+        wanted = limit if content_length is None else min(content_length, limit)
+        total = total_upload_limit(self._live.current)
+        if self.held + wanted > total:
+            if not self._refused:
+                log.warning("uploads: refusing new uploads (503) while those held take %d of "
+                            "http.max_upload_total_bytes (%d); this one wanted %d", self.held,
+                            total, wanted)
+            self._refused += 1
+            return None
+        if self._refused:
+            log.info("uploads: taken again after %d refused", self._refused)
+            self._refused = 0
+        self._next += 1
+        self._held[self._next] = wanted
+        return self._next
+
+    def settle(self, ticket: int, size: int) -> None:
+        """The upload has arrived: it holds what its file takes, no longer its estimate."""
+        if ticket in self._held:
+            self._held[ticket] = size
+
+    def give_back(self, ticket: int) -> None:
+        self._held.pop(ticket, None)

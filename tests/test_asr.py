@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator
@@ -217,6 +218,83 @@ async def test_a_client_that_breaks_off_mid_upload_leaves_no_job_and_no_file(
         writer.close()
         await wait_until(lambda: upload_files(tmp_path) == [], 10, "its file removed")
         assert await service.blocking(service.journal.list_jobs, None, 10) == []
+
+
+RAW_HEAD = (b'--b\r\nContent-Disposition: form-data; name="audio_file"; filename="a"\r\n'
+            b'\r\n')
+RAW_TAIL = b"\r\n--b--\r\n"
+
+
+async def raw_asr(port: int, audio_bytes: int, body: bytes = b""
+                  ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """An /asr request (raw PCM) whose Content-Length says `audio_bytes` of audio; only the
+    headers and `body` are sent for now."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    length = len(RAW_HEAD) + audio_bytes + len(RAW_TAIL)
+    writer.write(b"POST /asr?encode=false HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 b"Content-Type: multipart/form-data; boundary=b\r\n"
+                 + f"Content-Length: {length}\r\n\r\n".encode() + body)
+    await writer.drain()
+    return reader, writer
+
+
+async def raw_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)).decode()
+    lines = head.split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), headers
+
+
+def upload_folders(root: Path) -> list[str]:
+    folder = root / "state" / "uploads" / "in"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+async def test_uploads_past_the_total_room_get_503_before_their_body_is_read(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Each upload fits http.max_upload_bytes, two together do not fit
+    http.max_upload_total_bytes: the second is refused at once, with nothing of its body sent
+    or written; once the first is answered (its file removed), the next is taken."""
+    caplog.set_level(logging.INFO, logger="daemon.uploads")
+    first_size, second_size = 900 << 10, 700 << 10
+    async with running_service(tmp_path, transcribe=ScriptedPipeline(),
+                               http={"max_upload_bytes": 1 << 20,
+                                     "max_upload_total_bytes": 1536 << 10}) as service, \
+            aiohttp.ClientSession() as http:
+        first_reader, first = await raw_asr(service.http_port, first_size,
+                                            RAW_HEAD + bytes(first_size // 2))
+        await wait_until(lambda: upload_files(tmp_path), 10, "the first arrives on disk")
+        holding = upload_folders(tmp_path)
+        for _ in range(2):  # a burst: refused each time, logged once
+            reader, writer = await raw_asr(service.http_port, second_size)  # no body sent
+            status, headers = await raw_answer(reader)
+            writer.close()
+            assert (status, headers.get("Retry-After")) == (503, "30")
+            assert upload_folders(tmp_path) == holding  # nothing of it in state_dir
+        refusals = [r for r in caplog.records if "refusing new uploads" in r.getMessage()]
+        assert len(refusals) == 1
+        first.write(bytes(first_size - first_size // 2) + RAW_TAIL)
+        await first.drain()
+        assert (await raw_answer(first_reader))[0] == 200
+        first.close()
+        await wait_until(lambda: upload_files(tmp_path) == [], 10, "the first's files removed")
+        resp = await http.post(base_url(service) + "/asr", params={"encode": "false"},
+                               data=upload_form(bytes(second_size)))
+        assert resp.status == 200, await resp.text()
+        assert any("taken again after 2 refused" in r.getMessage() for r in caplog.records)
+        jobs = await service.blocking(service.journal.list_jobs, None, 10)
+        assert [j.kind for j in jobs] == ["upload", "upload"]
+
+
+def test_the_total_upload_room_defaults_to_four_uploads_and_fits_one(tmp_path: Path) -> None:
+    from daemon.errors import ConfigError
+    from daemon.uploads import total_upload_limit
+
+    assert total_upload_limit(make_config(tmp_path, http={"max_upload_bytes": 1000})) == 4000
+    assert total_upload_limit(make_config(
+        tmp_path, http={"max_upload_bytes": 1000, "max_upload_total_bytes": 1500})) == 1500
+    with pytest.raises(ConfigError, match="http.max_upload_total_bytes"):
+        make_config(tmp_path, http={"max_upload_bytes": 1000, "max_upload_total_bytes": 999})
 
 
 async def test_a_client_that_leaves_while_waiting_cancels_its_job(tmp_path: Path) -> None:

@@ -58,6 +58,15 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert config.output.max_line_chars == Config().output.max_line_chars
 
 
+def test_path_map_to_is_relative_to_the_config_folder_and_from_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[[path_maps]]\nfrom = "/data/tv"\nto = "media/tv"\n'
+                    '[[path_maps]]\nfrom = "D:\\\\Films"\nto = "/mnt/films"\n')
+    maps = load_config(path).path_maps
+    assert [(m.from_, m.to) for m in maps] == [("/data/tv", str(tmp_path / "media" / "tv")),
+                                              ("D:\\Films", "/mnt/films")]
+
+
 def test_max_duration_defaults_to_six_hours_and_zero_turns_it_off() -> None:
     assert config_from_dict({}, base=ROOT).jobs.max_duration == 21600.0
     assert config_from_dict({"jobs": {"max_duration": 0}}, base=ROOT).jobs.max_duration == 0

@@ -123,6 +123,17 @@ async def test_jellyfin_template_with_path_needs_no_look_up(tmp_path: Path) -> N
         assert [j.rel_path for j in await jobs_now(service)] == [f"tv/{EPISODE}"]
 
 
+async def test_relative_path_map_to_is_taken_from_the_config_folder(tmp_path: Path) -> None:
+    library_file(tmp_path)  # make_config's folder is tmp_path: `to` = <tmp_path>/inbox/tv
+    async with running_service(tmp_path, transcribe=ScriptedPipeline(), watch=SLOW_SCAN,
+                               path_maps=[{"from": SERVER_ROOT, "to": "inbox/tv"}]) as service, \
+            aiohttp.ClientSession() as http:
+        payload = {**JELLYFIN_ITEM_ADDED, "Path": f"{SERVER_ROOT}/{EPISODE}"}
+        resp = await http.post(base_url(service) + "/hooks/jellyfin", json=payload)
+        assert resp.status == 202, await resp.text()
+        assert [j.rel_path for j in await jobs_now(service)] == [f"tv/{EPISODE}"]
+
+
 async def test_older_jellyfin_without_items_by_id_is_asked_by_query(tmp_path: Path) -> None:
     library_file(tmp_path)
     async with FakeMediaBrowser({JELLYFIN_ID: f"{SERVER_ROOT}/{EPISODE}"}, "k",

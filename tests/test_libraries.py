@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import urllib.request
@@ -301,6 +302,30 @@ async def test_a_library_whose_share_is_away_does_not_hold_up_the_inbox(
         assert (away.state, away.attempts) == ("retry_wait", 0)
         (tmp_path / "lib-away").rename(tmp_path / "lib")
         await wait_until(lambda: states(service).get(key) == "done", 60, "it, once back")
+
+
+async def test_a_librarys_watch_mode_is_chosen_off_the_event_loop(
+        tmp_path: Path, plain_mkv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """watch.mode = "auto" looks the library's filesystem up (realpath, /proc/mounts), which a
+    NAS that hangs can block: it runs in the daemon's threads, not on the loop that serves
+    every request, and its answer (a network filesystem: poll) is the watcher's mode."""
+    from daemon.discovery import mode as mode_module
+
+    real, root = mode_module.filesystem_type, tmp_path / "lib"
+    asked_on: dict[Path, threading.Thread] = {}
+
+    def looked_up(path: Path) -> str:
+        asked_on[Path(path)] = threading.current_thread()
+        return "nfs4" if Path(path) == root else real(path)
+
+    monkeypatch.setattr(mode_module, "filesystem_type", looked_up)
+    put(root, EPISODE, plain_mkv)
+    async with serve(library_config(tmp_path, [TV]), ScriptedPipeline()) as service:
+        await wait_until(lambda: "tv" in service.libraries.watchers, what="the tv watcher")
+        assert asked_on[root] is not threading.current_thread()  # the loop's thread
+        assert service.libraries.watchers["tv"].mode == "poll"
+        await wait_until(lambda: states(service).get(f".libraries/tv/{EPISODE}") == "done",
+                         what="its file, found by polling")
 
 
 class _NoIntake:

@@ -73,30 +73,69 @@ async def test_done_and_failed_jobs_post_the_documented_json(tmp_path: Path) -> 
         await wait_until(lambda: owed(tmp_path) == [], 10, "the outbox emptied")
 
 
+SERVERS_SEE_TV_AT = "/media/tv"  # the servers' path for the sidecar library `tv` (<root>/tv)
+
+
+def libraries_and_maps(root: Path) -> dict[str, Any]:
+    """A sidecar library `tv` (the servers see it, mapped) and an outbox library `films`."""
+    return {"libraries": [{"name": "tv", "path": "tv", "output": "sidecar"},
+                          {"name": "films", "path": "films", "output": "outbox"}],
+            "path_maps": [{"from": SERVERS_SEE_TV_AT, "to": str(root / "tv")}]}
+
+
+def servers(jf: Any, emby: Any, plex: Any) -> dict[str, Any]:
+    return {"jellyfin": {"url": jf.url, "api_key": "jf", "refresh": True},
+            "emby": {"url": emby.url, "api_key": "em", "refresh": True},
+            "plex": {"url": plex.url, "token": "px", "refresh": True}}
+
+
 async def test_refresh_calls_reach_each_media_server_with_its_own_paths(tmp_path: Path) -> None:
-    outbox = tmp_path / "outbox"
-    maps = [{"from": "/media/subs", "to": str(outbox)}]  # the servers see the outbox there
     async with FakeMediaBrowser({}, "jf") as jf, FakeMediaBrowser({}, "em", emby=True) as emby, \
-            FakePlex("px", {}, {}, {"7": ["/media/subs"]}) as plex, \
-            running_service(tmp_path, transcribe=ScriptedPipeline(), path_maps=maps,
-                            media_servers={
-                                "jellyfin": {"url": jf.url, "api_key": "jf", "refresh": True},
-                                "emby": {"url": emby.url, "api_key": "em", "refresh": True},
-                                "plex": {"url": plex.url, "token": "px", "refresh": True}}):
-        drop(tmp_path, "show/ep1.wav")
+            FakePlex("px", {}, {}, {"7": [SERVERS_SEE_TV_AT]}) as plex, \
+            running_service(tmp_path, transcribe=ScriptedPipeline(),
+                            media_servers=servers(jf, emby, plex),
+                            **libraries_and_maps(tmp_path)):
+        write_wav(tmp_path / "tv" / "show" / "ep1.wav", np.zeros(1600, np.float32))
         await wait_until(lambda: plex.requests_to("/library/sections/7/refresh"), 30, "plex")
         await wait_until(lambda: jf.requests_to("/Library/Media/Updated")
                          and emby.requests_to("/Library/Media/Updated"), 30, "jellyfin, emby")
-        expected = {"Updates": [{"Path": "/media/subs/show/ep1.en.srt", "UpdateType": "Created"}]}
+        expected = {"Updates": [{"Path": f"{SERVERS_SEE_TV_AT}/show/ep1.en.srt",
+                                 "UpdateType": "Created"}]}
         jf_call = jf.requests_to("/Library/Media/Updated")[0]
         assert jf_call.json() == expected
         assert jf_call.headers["Authorization"] == 'MediaBrowser Token="jf"'
         emby_call = emby.requests_to("/Library/Media/Updated")[0]
         assert emby_call.json() == expected and emby_call.headers["X-Emby-Token"] == "em"
         scan = plex.requests_to("/library/sections/7/refresh")[0]
-        assert scan.query == {"path": "/media/subs/show"}
+        assert scan.query == {"path": f"{SERVERS_SEE_TV_AT}/show"}
         assert scan.headers["X-Plex-Token"] == "px"
         await wait_until(lambda: owed(tmp_path) == [], 10, "nothing owed")
+
+
+async def test_only_subtitles_beside_the_media_are_refreshed_not_the_outbox(
+        tmp_path: Path) -> None:
+    async with FakeMediaBrowser({}, "jf") as jf, FakeMediaBrowser({}, "em", emby=True) as emby, \
+            FakePlex("px", {}, {}, {"7": [SERVERS_SEE_TV_AT]}) as plex, \
+            running_service(tmp_path, transcribe=ScriptedPipeline(),
+                            media_servers=servers(jf, emby, plex),
+                            **libraries_and_maps(tmp_path)) as service:
+        write_wav(tmp_path / "films" / "film.wav", np.zeros(1600, np.float32))  # outbox library
+        drop(tmp_path, "clip.wav")  # the inbox: its subtitle goes to the outbox too
+        await wait_until(lambda: sum(j.state == "done" for j in
+                                     service.journal.list_jobs(None, 10)) == 2, 30, "two done")
+        write_wav(tmp_path / "tv" / "ep2.wav", np.zeros(1600, np.float32))  # sidecar library
+        await wait_until(lambda: plex.requests_to("/library/sections/7/refresh")
+                         and jf.requests_to("/Library/Media/Updated")
+                         and emby.requests_to("/Library/Media/Updated"), 30, "the refreshes")
+        await wait_until(lambda: owed(tmp_path) == [], 10, "nothing owed")
+        assert (tmp_path / "tv" / "ep2.en.srt").exists()
+        assert (tmp_path / "outbox" / "films" / "film.en.srt").exists()
+        for server in (jf, emby):
+            assert [c.json()["Updates"][0]["Path"] for c in
+                    server.requests_to("/Library/Media/Updated")] == [
+                f"{SERVERS_SEE_TV_AT}/ep2.en.srt"]
+        assert [c.query["path"] for c in plex.requests_to("/library/sections/7/refresh")] == [
+            SERVERS_SEE_TV_AT]
 
 
 async def test_a_receiver_that_never_answers_delays_no_job(tmp_path: Path) -> None:
