@@ -28,17 +28,20 @@ from ..models import ModelSpec, WhisperSpec, load_whisper, model_bytes, whisper_
 from ..subtitles import StyleLimits
 from .align import SpeechEdges
 from .base import JobState, StageContext
+from .features import streamed
 from .finals import Finals
 from .guards import SegmentGuard
 
 log = logging.getLogger(__name__)
 
 SegmentFn = Callable[[Segment], None]
-# Speech per Whisper call. faster-whisper computes the features of all it is given at once,
-# about 0.7 MB per second of speech at the peak (2.5 GB for an hour); a group keeps that
-# bounded (about 170 MB) whatever the length of the film. Each group boundary costs at most
-# one partly filled 30 s window, about 2 % of the time at this size.
-GROUP_SECONDS = 240.0
+# Speech per Whisper call. The model's features are computed in bounded memory (features.py:
+# about 0.3 MB per second of speech at the peak with the group's audio, against 0.7 MB with
+# faster-whisper's own extractor), so a group of 10 minutes holds about 150 MB whatever the
+# length of the film. Every group boundary ends in a partly filled 30 s window: at 240 s, a
+# 20-minute film took 42 windows where one call over all its speech takes 34 (+5 % CPU); at
+# 600 s it takes 34 (bench notes in docs/BENCHMARKS.md).
+GROUP_SECONDS = 600.0
 AUTO_CUDA_BATCH = 8  # whisper.batch_size = 0 on a GPU: the library's own default
 
 
@@ -136,6 +139,7 @@ def transcribe(model: Any, audio: Audio, spans: Sequence[SpeechSpan], cfg: Whisp
     it is the `hint` (the library's language, the audio track's tag) for a multilingual
     model, else detected once, on the first group, as one call over all the speech would,
     and later groups are told it."""
+    model = streamed(model)  # the model's features in bounded memory (features.py)
     language = cfg.language if cfg.language != "auto" else _usable(hint, model)
     segments: list[Segment] = []
     found: str | None = None
