@@ -121,7 +121,7 @@ class UploadRoom:
     bounded alone by http.max_upload_bytes). A request takes its room before its body is read:
     its Content-Length, or the per-request limit when it sends none; once received it holds its
     file's size until it is answered and its files removed. A request that finds no room is
-    refused at once (the caller answers 503 with Retry-After, which Bazarr retries). The first
+    refused at once (the caller answers 503 with Retry-After: try again later). The first
     refusal of a burst is logged, the rest counted into the line that says uploads are taken
     again. On the event loop only: no lock."""
 

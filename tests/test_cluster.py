@@ -824,6 +824,21 @@ def test_a_second_daemon_with_a_copied_node_id_refuses_to_start_with_one_line(
         server.kill()
 
 
+def test_a_node_stopped_and_restarted_at_once_starts_without_watching_its_own_record(
+        cluster: Cluster) -> None:
+    """`systemctl restart`: a node that stops cleanly takes its record down, so its next start
+    does not take it for a second daemon and wait half a claim timeout to tell."""
+    (only,) = [cluster.node("all")]
+    cluster.start(only)
+    name = node_name(only)
+    only.signal(15)
+    assert only.wait_exit(60) == 0
+    only.start()
+    assert node_name(only) == name
+    assert "fresh record from another process life" not in only.log.read_text()
+    assert only.healthz()["status"] == "ok"
+
+
 def test_a_node_killed_and_restarted_with_its_own_id_starts_and_takes_back_its_job(
         cluster: Cluster) -> None:
     """kill -9 mid-job and a restart at once (as systemd's): its own record is still fresh,

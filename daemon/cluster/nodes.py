@@ -61,6 +61,13 @@ class ClusterNode:
                 await asyncio.sleep(self._queue.claim_timeout / BEATS_PER_CLAIM_TIMEOUT)
         finally:
             await self._blocking(self._events.stop)
+            await self._leave()
+
+    async def _leave(self) -> None:
+        try:
+            await self._blocking(self._queue.registry.leave, self._queue.node, self._queue.life)
+        except JournalUnavailable:  # Redis away at the stop: the record expires by itself
+            pass
 
     def _news(self, loop: asyncio.AbstractEventLoop, event: Event) -> None:
         """A job queued on any node wakes this node's idle workers (from the reader thread)."""

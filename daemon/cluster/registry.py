@@ -61,6 +61,14 @@ class NodeRegistry:
             previous = pipe.execute()[0]
         return json.loads(previous) if previous is not None else None
 
+    def leave(self, node: str, token: str) -> None:
+        """At a clean stop: take down this life's record (not a twin's), so a restart at once
+        does not watch it as another daemon's; /status lists the node as gone, last seen now."""
+        seen = self.record(node)
+        if seen is not None and seen.get("token") == token:
+            with self._link.guard():
+                self._link.client.delete(self._prefix + node)
+
     def record(self, node: str) -> dict[str, Any] | None:
         with self._link.guard():
             raw = self._link.client.get(self._prefix + node)
