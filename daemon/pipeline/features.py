@@ -3,12 +3,13 @@
 faster-whisper's `FeatureExtractor` takes the short-time Fourier transform of the whole input at
 once: the windowed frames (float32), numpy's complex128 transform, a complex64 copy and the
 magnitudes are all alive together, about 7 KB per 10 ms frame: 170 MB for 4 minutes of speech,
-2.5 GB per hour. `StreamedFeatures` transforms `PIECE_FRAMES` frames at a time into one
-float32 array of magnitudes (0.8 KB per frame) and then runs the same Mel projection, log and
-clamp over the whole of it. Every frame's transform is independent of the others, and the
-projection sees the same array, shape and layout as faster-whisper's, so the features are
-identical (tests/test_features.py); only the peak memory changes, and with it the length of
-speech one Whisper call can take (transcribe.GROUP_SECONDS).
+2.5 GB per hour. `StreamedFeatures` transforms `PIECE_FRAMES` frames at a time, read from the
+audio itself (no padded copy), into one float32 array of magnitudes (0.8 KB per frame) and then
+runs the same Mel projection, log and clamp over the whole of it. Every frame's transform is
+independent of the others, and the projection sees the same array, shape and layout as
+faster-whisper's, so the features are identical (tests/test_features.py); only the peak
+memory changes, and with it the length of speech one Whisper call can take
+(transcribe.GROUP_SECONDS).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class StreamedFeatures(FeatureExtractor):  # type: ignore[misc]
         if chunk_length is not None:  # as faster-whisper's: the model's window length
             self.n_samples = chunk_length * self.sampling_rate
             self.nb_max_frames = self.n_samples // self.hop_length
-        magnitudes = self._magnitudes(_centred(waveform, padding, self.n_fft // 2))
+        magnitudes = self._magnitudes(_Centred(waveform, padding, self.n_fft // 2))
         mel_spec = self.mel_filters @ magnitudes
         del magnitudes
         log_spec = np.log10(np.clip(mel_spec, a_min=1e-10, a_max=None))
@@ -37,41 +38,57 @@ class StreamedFeatures(FeatureExtractor):  # type: ignore[misc]
         result: np.ndarray = (log_spec + 4.0) / 4.0
         return result
 
-    def _magnitudes(self, padded: np.ndarray) -> np.ndarray:
+    def _magnitudes(self, source: _Centred) -> np.ndarray:
         """|STFT|² of every frame but the last (faster-whisper drops it), as one C-ordered
         (bins, frames) float32 array, transformed a piece of frames at a time."""
         n_fft, hop = self.n_fft, self.hop_length
-        frames = 1 + (len(padded) - n_fft) // hop
+        frames = 1 + (source.length - n_fft) // hop
         window = np.hanning(n_fft + 1)[:-1].astype("float32")
         out = np.empty((n_fft // 2 + 1, frames - 1), np.float32)
         for first in range(0, frames - 1, PIECE_FRAMES):
             last = min(first + PIECE_FRAMES, frames - 1)
-            out[:, first:last] = _power(padded, first, last, n_fft, hop, window)
+            piece = source.slice(first * hop, (last - 1) * hop + n_fft)
+            out[:, first:last] = _power(piece, last - first, n_fft, hop, window)
         return out
 
 
-def _centred(waveform: np.ndarray, padding: int, edge: int) -> np.ndarray:
-    """The float32 input with `padding` zeros after it and `edge` samples reflected at each
-    end, as faster-whisper pads it in two steps, built in one array (a copy of the audio less)."""
-    waveform = waveform.astype(np.float32, copy=False)
-    n = len(waveform) + padding
-    if n <= edge:  # too short to reflect once: numpy's repeated reflection
-        return np.pad(np.pad(waveform, (0, padding)), edge, mode="reflect")
-    out = np.zeros(n + 2 * edge, np.float32)
-    body = out[edge:edge + n]
-    body[:len(waveform)] = waveform
-    out[:edge] = body[1:edge + 1][::-1]
-    out[edge + n:] = body[-edge - 1:-1][::-1]
-    return out
+class _Centred:
+    """The input as faster-whisper's stft sees it (`padding` zeros after the audio, then
+    `edge` samples reflected at each end, as numpy's reflect pad makes them), read a slice at
+    a time without a padded copy of the whole: a slice inside the audio is a view of it, one
+    that reaches an end is built from an index map."""
+
+    def __init__(self, waveform: np.ndarray, padding: int, edge: int) -> None:
+        self.audio = waveform.astype(np.float32, copy=False)
+        self.n = len(self.audio) + padding  # the body the reflection mirrors
+        self.edge = edge
+        self.length = self.n + 2 * edge
+        self.small: np.ndarray | None = None
+        if self.n <= edge:  # too short to reflect once: numpy's repeated reflection
+            self.small = np.pad(np.pad(self.audio, (0, padding)), edge, mode="reflect")
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        """Samples [start, end) of the padded input."""
+        if self.small is not None:
+            return self.small[start:end]
+        first, stop = start - self.edge, end - self.edge  # in the body's own indices
+        if first >= 0 and stop <= len(self.audio):
+            return self.audio[first:stop]
+        at = np.abs(np.arange(first, stop))  # the left end mirrors x[1:edge + 1]
+        beyond = at >= self.n
+        at[beyond] = 2 * (self.n - 1) - at[beyond]  # the right end mirrors x[-edge - 1:-1]
+        out = np.zeros(end - start, np.float32)  # the padding's zeros stay zero
+        real = at < len(self.audio)
+        out[real] = self.audio[at[real]]
+        return out
 
 
-def _power(padded: np.ndarray, first: int, last: int, n_fft: int, hop: int,
+def _power(piece: np.ndarray, count: int, n_fft: int, hop: int,
            window: np.ndarray) -> np.ndarray:
-    """|FFT|² of frames [first, last), computed as faster-whisper's stft does (complex128
-    transform of float32 windowed frames, then complex64)."""
-    piece = padded[first * hop:(last - 1) * hop + n_fft]
+    """|FFT|² of the `count` frames in `piece`, computed as faster-whisper's stft does
+    (complex128 transform of float32 windowed frames, then complex64)."""
     frames = np.lib.stride_tricks.as_strided(
-        piece, (last - first, n_fft), (hop * piece.strides[0], piece.strides[0]))
+        piece, (count, n_fft), (hop * piece.strides[0], piece.strides[0]))
     spectrum = np.fft.rfft(frames * window, n=n_fft, axis=-1).T.astype(np.complex64)
     power: np.ndarray = np.abs(spectrum) ** 2
     return power
