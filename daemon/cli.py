@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
-from .allocator import return_large_blocks
 from .client import ClientError, DaemonClient
 from .config import Config, load_config
 from .errors import ConfigError, ModelUnavailable, SubwatchError
@@ -119,7 +118,6 @@ def _to_toml(data: dict[str, Any]) -> str:
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
     setup_logging(config.logging)
-    return_large_blocks()  # before any job: see allocator.py
     from .journal import JournalCorrupt, JournalUnavailable
     from .service import AlreadyRunning, Service
 

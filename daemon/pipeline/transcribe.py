@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 SegmentFn = Callable[[Segment], None]
 # Speech per Whisper call. The model's features are computed in bounded memory (features.py:
-# about 0.3 MB per second of speech at the peak with the group's audio, against 0.7 MB with
-# faster-whisper's own extractor), so a group of 10 minutes holds about 150 MB whatever the
+# about 0.2 MB per second of speech at the peak with the group's audio, against 0.7 MB with
+# faster-whisper's own extractor), so a group of 10 minutes holds about 120 MB whatever the
 # length of the film. Every group boundary ends in a partly filled 30 s window: at 240 s, a
 # 20-minute film took 42 windows where one call over all its speech takes 34 (+5 % CPU); at
 # 600 s it takes 34 (bench notes in docs/BENCHMARKS.md).
