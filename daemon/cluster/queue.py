@@ -86,6 +86,7 @@ class RedisQueue:
         self._prefix = f"{name}:"
         self._held: dict[str, str] = {}  # job id → its stream entry, while this node runs it
         self._holding = threading.Lock()  # a claim's reply and `recover` never interleave
+        self._claim_token = secrets.token_hex(8)  # kept until a claim's reply arrives
         self._scripts = {n: link.client.register_script(getattr(scripts, n)) for n in (
             "ADMIT", "KNOWN", "CLAIM", "MOVE", "HEARTBEAT", "WRITTEN", "REAP")}
         self.registry = NodeRegistry(link, self._prefix)
@@ -155,7 +156,8 @@ class RedisQueue:
     def claim(self, now: float | None = None) -> Job | None:
         now = time.time() if now is None else now
         with self._holding:
-            got = self._run("CLAIM", self.node, now)
+            got = self._run("CLAIM", self.node, now, self._claim_token)
+            self._claim_token = secrets.token_hex(8)  # answered: the next claim is a new one
             job = job_from(got[1:]) if got else None
             if job is not None:
                 self._held[job.id] = got[0].decode()

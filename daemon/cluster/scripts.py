@@ -8,6 +8,7 @@ Keys, all under the prefix `<cluster.name>:` (ARGV[1]; several libraries share o
   path:<sha1>     set: the ids of every job of one input path (`outputs_of`)
   state:<state>   sorted set: ids in that state by updated_at; `all`: every id likewise
   due             sorted set: retry_wait ids by next_attempt_at
+  claimed         hash: each node's last claim (its token, the job id, the entry)
   levels          sorted set: the priority levels that have a stream
   q:<priority>    the stream of one priority level, consumer group `workers`; an entry
                   {job: <id>} is a job waiting (unread) or running (pending, owned by the
@@ -84,11 +85,23 @@ if st[1] == 'canceled' and st[2] == 'vanished' then return 0 end
 return 1
 """
 
-# ARGV: prefix, consumer (node), now → {entry, HGETALL...} of the claimed job, or false.
-# Due retries enter their level's stream first; an entry whose job moved on meanwhile is
-# acknowledged and dropped.
+# ARGV: prefix, consumer (node), now, claim token → {entry, HGETALL...} of the claimed job, or
+# false. Due retries enter their level's stream first; an entry whose job moved on meanwhile is
+# acknowledged and dropped. The node keeps its token until a reply reaches it, so a claim asked
+# again after its reply was lost returns the job it took then (`claimed`: node → token, id,
+# entry), instead of a second job while the first waits, charged, for `recover`.
 CLAIM = PRELUDE + """
-local consumer, now = ARGV[2], ARGV[3]
+local consumer, now, token = ARGV[2], ARGV[3], ARGV[4]
+local last = redis.call('HGET', P .. 'claimed', consumer)
+if last then
+  local t, lid, leid = string.match(last, '^(%S+) (%S+) (%S+)$')
+  local j = redis.call('HMGET', job_key(lid), 'state', 'entry', 'holder')
+  if t == token and j[1] == 'running' and j[2] == leid and j[3] == consumer then
+    local out = redis.call('HGETALL', job_key(lid))
+    table.insert(out, 1, leid)
+    return out
+  end
+end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'due', '-inf', now, 'LIMIT', 0, 100)) do
   redis.call('ZREM', P .. 'due', id)
   if redis.call('HGET', job_key(id), 'state') == 'retry_wait' then enqueue(id) end
@@ -107,6 +120,7 @@ for _, lvl in ipairs(redis.call('ZREVRANGE', P .. 'levels', 0, -1)) do
       redis.call('HSET', job_key(id), 'started_at', now, 'holder', consumer)
       redis.call('HDEL', job_key(id), 'next_attempt_at')
       set_state(id, j[1], 'running', now)
+      redis.call('HSET', P .. 'claimed', consumer, token .. ' ' .. id .. ' ' .. eid)
       local out = redis.call('HGETALL', job_key(id))
       table.insert(out, 1, eid)
       return out
@@ -120,7 +134,9 @@ return false
 
 # ARGV: prefix, id, held entry ('' = none), to state, now, from states (comma separated),
 # 'refund' or '', n, n field/value pairs, fields to delete... → 1 when moved, 0 when the job
-# is in none of the from states (or runs, but not under the caller's entry)
+# is in none of the from states (or runs, but not under the caller's entry). A move out of a
+# held entry is noted (`moved`: entry>state), so the same move asked again after its reply was
+# lost answers 1 without acting twice (an entry is one claim's: a requeue makes a new one).
 MOVE = PRELUDE + """
 local id, held, to, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local jk = job_key(id)
@@ -131,8 +147,15 @@ local allowed = false
 for s in string.gmatch(ARGV[6], '[^,]+') do
   if s == from then allowed = true end
 end
-if not allowed or (from == 'running' and st[2] ~= held) then return 0 end
+if not allowed or (from == 'running' and st[2] ~= held) then
+  -- this very move, made before its reply was lost (a cut connection, Redis killed): done
+  if held ~= '' and from == to and redis.call('HGET', jk, 'moved') == held .. '>' .. to then
+    return 1
+  end
+  return 0
+end
 drop_ticket(id)
+if held ~= '' then redis.call('HSET', jk, 'moved', held .. '>' .. to) end
 redis.call('ZREM', P .. 'due', id)
 local n = tonumber(ARGV[8])
 if n > 0 then redis.call('HSET', jk, unpack(ARGV, 9, 8 + 2 * n)) end
