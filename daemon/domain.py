@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -38,6 +39,12 @@ class Audio:
     def read(self, start: int, end: int) -> np.ndarray:
         """Samples [start, end) as float32."""
         return self.samples[start:end]
+
+    @contextmanager
+    def editing(self, start: int, end: int) -> Iterator[np.ndarray]:
+        """Samples [start, end) to change in place (separation puts the vocals over the mix);
+        the changes are the audio's once the block ends without an error."""
+        yield self.samples[start:end]
 
     def blocks(self, size: int) -> Iterator[np.ndarray]:
         """The whole audio in consecutive pieces of at most `size` samples."""

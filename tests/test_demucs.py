@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from daemon.pipeline.demucs_engine import (  # noqa: E402
     release_demucs,
     separate_vocals,
 )
+from daemon.pipeline.separate import Region, separate_region  # noqa: E402
 from testkit.tiny_demucs import make_tiny_demucs  # noqa: E402
 
 SR = 16000
@@ -324,3 +326,47 @@ def test_impossible_blocks_are_refused(block: float, overlap: float) -> None:
     with pytest.raises(ValueError, match="overlap < block"):
         separate_vocals(identity_model(), tones(1.0), block_seconds=block,
                         overlap_seconds=overlap)
+
+
+def test_a_spooled_film_is_separated_a_region_at_a_time_with_the_same_samples(
+        tiny: Any, tmp_path: Path) -> None:
+    """Before, separating any stretch of a spooled film loaded the film whole (230 MB an hour);
+    now a region is read, separated and put back: the same vocals as in memory, bit for bit,
+    while memory holds a region."""
+    from daemon.pipeline.decode import decode
+    from testkit.media import encode
+
+    path = encode(tmp_path / "film.flac", noise(120.0), sample_rate=SR)
+    held, spooled = decode(path), decode(path, spool=tmp_path / "spool")
+    todo = [Region(s * SR, (s + 2) * SR) for s in (10, 50, 100)]
+    try:
+        for region in todo:
+            separate_region(tiny, held, region, None, 30.0)
+        tracemalloc.start()
+        try:
+            for region in todo:
+                separate_region(tiny, spooled, region, None, 30.0)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert not np.array_equal(held.samples, decode(path).samples)  # vocals went in
+        assert np.array_equal(spooled.read(0, spooled.length), held.samples)
+        assert peak < held.length * 4 // 8, peak  # the film is 7.7 MB of float32
+    finally:
+        spooled.close()
+
+
+def test_regions_merge_flagged_spans_but_never_past_the_longest_stretch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spans flagged back to back (a musical) would merge into one region as long as the film;
+    a region stops at REGION_SECONDS and the next starts where it ends: each sample once."""
+    from daemon.domain import SpanVerdict, SpeechSpan
+    from daemon.pipeline import separate
+
+    monkeypatch.setattr(separate, "REGION_SECONDS", 10.0)
+    spans = [SpeechSpan(t * SR // 2, t * SR // 2 + int(1.8 * SR)) for t in range(0, 60, 4)]
+    verdicts = [SpanVerdict(s.start / SR, s.end / SR, True, 1.0, "music") for s in spans]
+    out = separate.regions(spans, verdicts, SR, (0, 40 * SR))
+    assert len(out) >= 3 and all(r.end - r.start <= 10 * SR for r in out)
+    assert all(a.end == b.start for a, b in zip(out, out[1:], strict=False))
+    assert out[0].start == 0 and out[-1].end == spans[-1].end + SR // 2

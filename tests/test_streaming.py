@@ -267,3 +267,53 @@ def test_frames_joined_before_resampling_give_the_same_samples(
     joined = decode(path).samples
     monkeypatch.setattr(decoding, "_grouped", lambda frames: frames)
     assert np.array_equal(joined, decode(path).samples)
+
+
+def test_edits_to_a_spooled_film_read_back_exactly_and_leave_no_file(tmp_path: Path) -> None:
+    """What separation puts over the mix (`Audio.editing`) is kept beside the spool, not in
+    memory: every later read, across an edit's edges, an overlap of two edits or the whole,
+    gives what the same edits give in memory, and a stage that failed keeps none of its own."""
+    rng = np.random.default_rng(4)
+    path = encode(tmp_path / "film.flac", (rng.standard_normal(SR * 20) * 0.1)
+                  .astype(np.float32))
+    folder = tmp_path / "spool"
+    held, spooled = decode(path), decode(path, spool=folder)
+    edits = [(16_000, 48_000, 0.5), (40_000, 90_000, -2.0), (200_000, 200_001, 3.0)]
+    try:
+        for start, end, factor in edits:
+            for audio in (held, spooled):
+                with audio.editing(start, end) as samples:
+                    samples *= factor
+        with pytest.raises(RuntimeError), spooled.editing(100_000, 150_000) as samples:
+            samples[:] = 0
+            raise RuntimeError("the separation failed half-way")
+        assert np.array_equal(spooled.read(0, spooled.length), held.samples)
+        for start, end in ((39_990, 48_010), (0, 16_001), (199_999, 200_002), (150_000, 160_000)):
+            assert np.array_equal(spooled.read(start, end), held.samples[start:end])
+        assert os.listdir(folder) == []
+    finally:
+        spooled.close()
+
+
+def test_a_groups_speech_is_gathered_into_one_array_not_pieces_and_their_join(
+        tmp_path: Path) -> None:
+    """Ten minutes of speech a Whisper call takes were a list of span copies and their join,
+    both alive: twice the group. Now the spans are read into one array."""
+    from daemon.pipeline.transcribe import gathered
+
+    rng = np.random.default_rng(2)
+    path = encode(tmp_path / "long.flac", (rng.standard_normal(SR * 120) * 0.05)
+                  .astype(np.float32))
+    audio = decode(path, spool=tmp_path / "spool")
+    spans = [S(t, t + 5) for t in range(1, 115, 6)]
+    try:
+        tracemalloc.start()
+        try:
+            speech = gathered(audio, spans)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert np.array_equal(speech, np.concatenate([audio.read(s.start, s.end) for s in spans]))
+        assert peak < 1.2 * speech.nbytes, (peak, speech.nbytes)
+    finally:
+        audio.close()

@@ -3,8 +3,10 @@
 `auto` asks the music/noise gate about every speech span (with SenseVoice's BGM tags when drafts
 ran first) and sends only the flagged stretches through Demucs; `always` sends all speech. The
 vocals replace the mix in place for those stretches only (the mix is not needed again, and one
-copy of a film's audio is enough), Demucs working on one bounded block at a time. A model that
-cannot be had does not fail the job: it goes on unseparated, and the daemon says so once.
+copy of a film's audio is enough), Demucs working on one bounded block at a time. A spooled
+film is never loaded whole for it: each stretch is read, separated and put back (`Audio.editing`),
+and a stretch is at most `REGION_SECONDS` long. A model that cannot be had does not fail the job:
+it goes on unseparated, and the daemon says so once.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from .base import JobState, StageContext
 from .gate import AudioSlices, judge
 
 CONTEXT_SECONDS = 0.5  # audio kept either side of a flagged span, so Demucs hears the bed
+# The longest stretch held at once (38 MB of float32): flagged spans that run on for longer (a
+# musical, `mode = always` on a talk show) are separated in stretches cut between two spans.
+REGION_SECONDS = 600.0
 # A model that could not be had is not asked for again before this: an offline download costs
 # tens of seconds of retries, and one `signal.degraded` is the whole story until a restart.
 RETRY_LOAD_SECONDS = 6 * 3600.0
@@ -40,17 +45,20 @@ class Region:
 def regions(spans: Sequence[SpeechSpan], verdicts: Sequence[SpanVerdict], sample_rate: int,
             limits: tuple[int, int]) -> list[Region]:
     """Flagged spans with context (never past `limits`: the speech of other groups, which the
-    final engine may be reading), overlapping ones merged, in order."""
-    pad = int(CONTEXT_SECONDS * sample_rate)
+    final engine may be reading), overlapping ones merged, in order. A merge that would pass
+    REGION_SECONDS starts a new region instead, where the last one ends (no sample twice)."""
+    pad, most = int(CONTEXT_SECONDS * sample_rate), int(REGION_SECONDS * sample_rate)
     out: list[Region] = []
     for span, verdict in zip(spans, verdicts, strict=True):
         if not verdict.separate:
             continue
         start, end = max(limits[0], span.start - pad), min(limits[1], span.end + pad)
-        if out and start <= out[-1].end:
-            out[-1] = Region(out[-1].start, max(out[-1].end, end))
-        else:
+        if not out or start > out[-1].end:
             out.append(Region(start, end))
+        elif max(out[-1].end, end) - out[-1].start <= most:
+            out[-1] = Region(out[-1].start, max(out[-1].end, end))
+        elif end > out[-1].end:
+            out.append(Region(out[-1].end, end))
     return out
 
 
@@ -113,14 +121,11 @@ class SeparationStage:
 
     def _separate(self, state: JobState, ctx: StageContext, model: Any, audio: Audio,
                   todo: list[Region], verdicts: tuple[SpanVerdict, ...]) -> JobState:
-        from .demucs_engine import separate_in_place
-
         started, total = time.perf_counter(), sum(r.end - r.start for r in todo)
         done = 0
         for region in todo:
-            with ctx.inference(self.spec):  # in place: see the module's docstring
-                separate_in_place(model, audio.samples[region.start:region.end], ctx.cancel,
-                                  self._cfg.block_seconds)
+            with ctx.inference(self.spec):
+                separate_region(model, audio, region, ctx.cancel, self._cfg.block_seconds)
             done += region.end - region.start
             ctx.report.progress(done / total)
         spent = time.perf_counter() - started
@@ -145,6 +150,16 @@ class SeparationStage:
                 self._unavailable = (time.monotonic() + RETRY_LOAD_SECONDS, why)
             ctx.report.degraded(why)
             return None
+
+
+def separate_region(model: Any, audio: Audio, region: Region,
+                    cancel: threading.Event | None, block_seconds: float) -> None:
+    """The vocals of `region` put over its mix in `audio`: read, separated in place, put back
+    (a spooled film holds one region in memory, never the whole)."""
+    from .demucs_engine import separate_in_place
+
+    with audio.editing(region.start, region.end) as samples:
+        separate_in_place(model, samples, cancel, block_seconds)
 
 
 def _limits(state: JobState, audio: Audio) -> tuple[int, int]:

@@ -24,7 +24,7 @@ from ..config import Config, WhisperConfig
 from ..domain import Audio, Draft, Segment, SpeechSpan, Word
 from ..errors import Cancelled
 from ..logs import log_context
-from ..models import ModelSpec, WhisperSpec, load_whisper, model_bytes, whisper_spec
+from ..models import ModelSpec, WhisperSpec, load_whisper, model_bytes, trim_heap, whisper_spec
 from ..subtitles import StyleLimits
 from .align import SpeechEdges
 from .base import JobState, StageContext
@@ -166,7 +166,7 @@ def _transcribe_group(model: Any, audio: Audio, group: Sequence[SpeechSpan],
     chunks = [{"start": s.start, "end": s.end} for s in group]
     # One concatenation (faster-whisper's collect_chunks re-concatenates per chunk: quadratic
     # on a film with thousands of speech spans).
-    speech = np.concatenate([audio.read(s.start, s.end) for s in group])
+    speech = gathered(audio, group)
     options = {"language": language, "task": cfg.task, "beam_size": cfg.beam_size,
                "word_timestamps": True, "condition_on_previous_text": False,
                "vad_filter": False, "initial_prompt": prompt or None}
@@ -175,6 +175,8 @@ def _transcribe_group(model: Any, audio: Audio, group: Sequence[SpeechSpan],
         raw, info = _batched(model, speech, group, batch, options)
     else:
         raw, info = model.transcribe(speech, **options)
+    del speech  # the features are made: the group's audio would only sit in memory
+    trim_heap()  # and what making them freed goes back too, not kept for the next group
     for seg in restore_speech_timestamps(raw, chunks, audio.sample_rate):
         if cancel is not None and cancel.is_set():
             raise Cancelled("stopped while transcribing")
@@ -190,6 +192,18 @@ def _transcribe_group(model: Any, audio: Audio, group: Sequence[SpeechSpan],
         if on_segment:
             on_segment(segment)
     return str(info.language), number
+
+
+def gathered(audio: Audio, group: Sequence[SpeechSpan]) -> np.ndarray:
+    """The group's spans end to end in one array, filled span by span: never a list of the
+    pieces and their concatenation alive together (two copies of ten minutes of speech)."""
+    out = np.empty(sum(s.end - s.start for s in group), np.float32)
+    at = 0
+    for span in group:
+        piece = audio.read(span.start, span.end)
+        out[at:at + len(piece)] = piece
+        at += len(piece)
+    return out[:at]
 
 
 def _usable(hint: str | None, model: Any) -> str | None:
