@@ -96,6 +96,11 @@ class Control:
             return "canceled"
         if job.id in self._running:  # claimed meanwhile: stop it at its next safe point
             return await self.cancel(job.id)
+        if job.state == "running" and self._live.current.cluster.backend != "sqlite":
+            # another node runs it: that node hears this through the cluster's events and
+            # stops it at its next safe point (cluster/nodes.py)
+            self._signal(EventType.CANCEL_REQUESTED, job, reason="canceled by request")
+            return "canceling"
         return (await self._blocking(self._journal.get, job_id) or job).state
 
     async def retry(self, job_id: str) -> str | None:

@@ -46,6 +46,7 @@ class EventType(StrEnum):
     JOB_FAILED = "signal.job_failed"
     JOB_RETRYING = "signal.job_retrying"
     JOB_CANCELED = "signal.job_canceled"
+    CANCEL_REQUESTED = "signal.cancel_requested"  # to the cluster node running the job
     JOB_SKIPPED = "signal.job_skipped"
     DEGRADED = "signal.degraded"
     STREAM_CLOSED = "stream.closed"  # sent to a reader, never published

@@ -493,6 +493,37 @@ async def test_an_sse_client_on_the_intake_node_sees_jobs_run_by_a_worker_node(
         assert f"node:    {worker_node}  worker on " in format_status(status)  # subwatch status
 
 
+async def test_a_job_running_on_one_node_is_canceled_from_another(
+        server: RedisServer, tmp_path: Path) -> None:
+    """Before, only the node running a job could cancel it; any other answered 409. Now the
+    asking node answers `canceling`, the running node hears it through the cluster's events and
+    stops the job mid-transcription, and the job is canceled once, saying where it was asked."""
+    name = fresh_name()
+    (tmp_path / "inbox").mkdir()
+    scripted = ScriptedPipeline(hold_after=1)
+    async with running_service(tmp_path / "i", **cluster_tables(
+                server, tmp_path, name, "intake", "state-i")) as intake, \
+            running_service(tmp_path / "w", transcribe=scripted, **cluster_tables(
+                server, tmp_path, name, "worker", "state-w")) as worker, \
+            aiohttp.ClientSession() as http:
+        (tmp_path / "inbox" / "long.wav").write_bytes(b"RIFF" + bytes(100))
+        await wait_until(scripted.held.is_set, 60, "the job running on the worker node")
+        (job,) = worker.journal.list_jobs()
+        assert job.state == "running" and job.id in worker.running
+        resp = await http.post(f"http://127.0.0.1:{intake.http_port}/jobs/{job.id}/cancel",
+                               json={})
+        assert resp.status == 200 and (await resp.json())["state"] == "canceling"
+        await wait_until(lambda: worker.journal.get(job.id).state == "canceled", 30,
+                         "the job canceled on the worker node")
+        ended = worker.journal.get(job.id)
+        intake_node = intake.journal.describe()["node"]
+        assert intake_node in (ended.message or ""), ended.message
+        assert scripted.emitted == 1 and not scripted.release.is_set()  # stopped mid-run
+        types = [e.type for e in worker.bus.history(job.id)]
+        assert types.count("signal.cancel_requested") == 1
+        assert types.count("signal.job_canceled") == 1 and "signal.job_done" not in types
+
+
 def done(events: list[dict[str, Any]]) -> int:
     return sum(e["event"] == "signal.job_done" for e in events)
 

@@ -70,9 +70,22 @@ class ClusterNode:
             pass
 
     def _news(self, loop: asyncio.AbstractEventLoop, event: Event) -> None:
-        """A job queued on any node wakes this node's idle workers (from the reader thread)."""
-        if self._workers and event.type == EventType.JOB_QUEUED and not loop.is_closed():
+        """From the reader thread: a job queued on any node wakes this node's idle workers; a
+        cancel asked on any node stops the job here if it runs here."""
+        if loop.is_closed():
+            return
+        if self._workers and event.type == EventType.JOB_QUEUED:
             loop.call_soon_threadsafe(self._wake.set)
+        elif event.type == EventType.CANCEL_REQUESTED and event.job_id in self._running:
+            loop.call_soon_threadsafe(self._cancel_here, event)
+
+    def _cancel_here(self, event: Event) -> None:
+        run = self._running.get(event.job_id or "")
+        if run is not None and not run.cancel.is_set():
+            asked = event.payload.get("node", "another node")
+            run.cancel_reason = f"{event.payload.get('reason', 'canceled')} (on {asked})"
+            log.info("cancel of %r asked on %s", run.job.rel_path, asked)
+            run.cancel.set()
 
     async def _beat(self) -> None:
         try:
