@@ -42,13 +42,13 @@ class PcmSpool:
         self.count = 0
 
     def write(self, piece: np.ndarray) -> None:
-        with self._trouble():
+        with _no_room(self._folder):
             self._file.write(np.ascontiguousarray(piece, dtype=np.int16).tobytes())
         self.count += len(piece)
 
     def audio(self) -> SpooledAudio:
         """The finished spool as audio to read from (the spool hands its file over)."""
-        with self._trouble():
+        with _no_room(self._folder):
             self._file.flush()
         return SpooledAudio(self._file, self.count, overlay_folder=self._folder)
 
@@ -59,9 +59,6 @@ class PcmSpool:
             self._file.close()
         except OSError:
             pass
-
-    def _trouble(self) -> contextlib.AbstractContextManager[None]:
-        return _no_room(self._folder)
 
 
 class SpooledAudio(Audio):
