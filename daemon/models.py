@@ -97,7 +97,9 @@ def trim_heap() -> None:
     elsewhere). Once a large array has been freed, glibc serves later ones of that size from
     the heap, and what they leave free between live blocks stays resident: over a film's
     groups the daemon's RSS rose by a third for nothing. A trim costs a walk of the free
-    lists, so it is called where large arrays have just gone (after a group's features)."""
+    lists, so it is called where large arrays have just gone: after a group's features, and
+    after its decoding (what the decoder freed stayed resident under the next group's
+    features: 60-minute peak 366 MiB without that trim, 339 with it, in one process)."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):

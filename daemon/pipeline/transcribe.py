@@ -176,7 +176,7 @@ def _transcribe_group(model: Any, audio: Audio, group: Sequence[SpeechSpan],
     else:
         raw, info = model.transcribe(speech, **options)
     del speech  # the features are made: the group's audio would only sit in memory
-    trim_heap()  # and what making them freed goes back too, not kept for the next group
+    trim_heap()  # and what making them freed goes back too, not kept for the decoding
     for seg in restore_speech_timestamps(raw, chunks, audio.sample_rate):
         if cancel is not None and cancel.is_set():
             raise Cancelled("stopped while transcribing")
@@ -191,6 +191,7 @@ def _transcribe_group(model: Any, audio: Audio, group: Sequence[SpeechSpan],
         segments.append(segment)
         if on_segment:
             on_segment(segment)
+    trim_heap()  # the decoder's working memory: freed, but resident until handed back
     return str(info.language), number
 
 
