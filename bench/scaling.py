@@ -220,16 +220,17 @@ def plot(rows: list[dict[str, float]], out: Path) -> None:
 
 
 def default_rounds(minutes: float) -> int:
-    """Pairs for a length: a run here varies by ±5 % (a shared VM), so the short lengths,
-    cheap to repeat, get the most pairs for their median; an hour gets two."""
-    return 9 if minutes <= 5 else 5 if minutes <= 20 else 2
+    """Pairs for a length: a run here varies by ±5 % (a shared VM; at one minute single pairs
+    spread from 0.90 to 1.13), so the short lengths, cheap to repeat, get the most pairs for
+    their median; an hour gets two."""
+    return 21 if minutes <= 1 else 11 if minutes <= 5 else 5 if minutes <= 20 else 2
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 5, 20, 60])
     parser.add_argument("--rounds", type=int, default=0,
-                        help="pairs per length (default: 9 up to 5 min, 5 up to 20, 2 above)")
+                        help="pairs per length (default: default_rounds)")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="subwatch-scaling-"))
