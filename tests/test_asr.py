@@ -33,6 +33,7 @@ from testkit.daemon import (
     wait_until,
 )
 from testkit.media import Speech, to_16k, write_wav
+from testkit.memory import rss_bytes
 from testkit.scripted import ScriptedPipeline
 from testkit.speech import wer
 
@@ -449,14 +450,6 @@ async def test_each_upload_carries_what_its_request_asked_for(
 
 
 # ---------------------------------------------------------------------------- memory
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
 
 def post_zeros(port: int, size: int, params: dict[str, str]) -> int:
     """A streamed upload of `size` zero bytes (chunked, never whole in this process)."""

@@ -9,12 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from testkit.memory import rss_bytes
+
 FILES = int(os.environ.get("SOAK_FILES", "200"))
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
 
 
 @pytest.mark.soak
@@ -28,9 +25,9 @@ def test_a_big_drop_is_processed_once_each(daemon_factory, tmp_path: Path,
         shutil.copy(short_wav, folder / f"clip {n:03d} -$(x).wav")
     (tmp_path / "inbox" / "broken.mp4").write_text("not media")
     d.wait_for(lambda: d.status()["queue"]["done"] >= FILES // 4, 1800, "a quarter done")
-    rss_early = rss_kib(d.proc.pid)
+    rss_early = rss_bytes(d.proc.pid) // 1024
     d.wait_for(lambda: d.status()["queue"]["done"] == FILES, 3000, "all done")
-    rss_late = rss_kib(d.proc.pid)
+    rss_late = rss_bytes(d.proc.pid) // 1024
     status = d.status()
     assert status["queue"]["failed"] == 1 and status["queue"]["queued"] == 0
     srts = list((tmp_path / "outbox").rglob("*.srt"))

@@ -17,6 +17,7 @@ from daemon.pipeline.decode import decode
 from daemon.pipeline.transcribe import hearing_groups, transcribe
 from daemon.pipeline.vad import SileroStream, speech_probabilities
 from testkit.media import SR, Speech, encode, write_wav
+from testkit.memory import rss_bytes
 from testkit.speech import wer
 
 SR16 = 16000
@@ -157,9 +158,9 @@ def test_what_a_groups_decoding_freed_is_handed_back_before_the_next_group(
     gather = module.gathered
 
     def measured(audio: object, group: object) -> np.ndarray:
-        before = rss()
+        before = rss_bytes()
         trim_heap()
-        resident.append(before - rss())
+        resident.append(before - rss_bytes())
         return gather(audio, group)  # type: ignore[arg-type]
 
     monkeypatch.setattr(module, "gathered", measured)
@@ -170,12 +171,6 @@ def test_what_a_groups_decoding_freed_is_handed_back_before_the_next_group(
                threading.Event(), voice=voice, group_seconds=6.0)
     assert len(resident) >= 3
     assert max(resident[1:]) < 4 * 2**20, [r // 2**20 for r in resident]
-
-
-def rss() -> int:
-    """This process's resident memory now, in bytes."""
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def test_a_job_leaves_nothing_in_the_spool_folder(pipeline: Pipeline, speech_wav: Path) -> None:
