@@ -22,6 +22,7 @@ import pytest
 from daemon.journal import FINAL_STATES
 from testkit import oracle
 from testkit.daemon import DaemonProcess
+from testkit.memory import rss_bytes
 
 FILES = int(os.environ.get("SOAK_FILES", "200"))
 SEED = int(os.environ.get("SOAK_SEED", "11"))
@@ -31,9 +32,7 @@ BATCH, BATCH_EVERY = 10, 4.0  # files dropped at a time, seconds between drops
 
 def proc_figures(pid: int) -> dict[str, int]:
     """Resident memory (KiB) and open descriptors of a process."""
-    with open(f"/proc/{pid}/status") as fh:
-        rss = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
-    return {"rss_kib": rss, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+    return {"rss_kib": rss_bytes(pid) // 1024, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
 
 
 def finished_count(root: Path) -> int:
