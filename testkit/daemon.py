@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 120, what: str = "co
             alive()
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def lose_inotify_events(d: DaemonProcess, inbox: Path, make: Callable[[], None]) -> None:
+    """The kernel drops the daemon's inotify events, those of `make`'s changes among them:
+    with the daemon stopped, more changes than one inotify instance queues
+    (fs.inotify.max_queued_events) are made in the inbox, then `make` runs. All the daemon
+    reads afterwards is "queue overflowed"."""
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    noise = [inbox / "noise-a.txt", inbox / "noise-b.txt"]  # not media: never candidates
+    with d.paused(), open(noise[0], "ab", buffering=0) as a, \
+            open(noise[1], "ab", buffering=0) as b:
+        for n in range(limit + 1000):  # alternating files: inotify merges no two of these
+            (a if n % 2 else b).write(b".")
+        make()
 
 
 async def wait_until(predicate: Callable[[], Any], timeout: float = 120.0,
@@ -231,6 +245,28 @@ class DaemonProcess:
     def signal(self, sig: int) -> None:
         assert self.proc
         self.proc.send_signal(sig)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The process stopped (SIGSTOP) while the body runs, continued (SIGCONT) after. The
+        body starts only once every thread has stopped: the signal is asynchronous, and on a
+        busy machine a thread still running (the watcher draining inotify) would otherwise
+        see the body's first changes."""
+        assert self.proc
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(self._every_thread_stopped, 30, "every thread of the daemon stopped")
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def _every_thread_stopped(self) -> bool:
+        assert self.proc
+        states = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        return all(state in ("T", "t") for state in states)
 
     def wait_exit(self, timeout: float = 30) -> int:
         assert self.proc

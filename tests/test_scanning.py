@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import stat
 import sys
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from test_watcher import FrozenClock, Seen, stop_watcher
 
 from daemon.config import WatchConfig
 from daemon.watcher import Settler, Watcher, scan_files
-from testkit.daemon import DaemonProcess, wait_until
+from testkit.daemon import DaemonProcess, lose_inotify_events, wait_until
 
 
 class Listings:
@@ -309,24 +308,16 @@ def test_lost_events_ask_for_a_rescan_at_once(daemon_factory: Any, tmp_path: Pat
     kernel queues); the files made meanwhile are found at once, not at the next periodic
     rescan (an hour away here)."""
     inbox = tmp_path / "inbox"
-    noise = [inbox / "noise-a.txt", inbox / "noise-b.txt"]
-    inbox.mkdir()
-    for path in noise:
-        path.touch()
     d: DaemonProcess = daemon_factory(watch={"mode": "events", "rescan_seconds": 3600.0},
                                       models={"preload": []}).start()
-    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
     names = ["lost1.wav", "later/lost2.wav"]
-    with open(noise[0], "ab", buffering=0) as a, open(noise[1], "ab", buffering=0) as b:
-        d.signal(signal.SIGSTOP)
-        try:
-            for n in range(limit + 1000):  # alternating files: inotify merges no two of these
-                (a if n % 2 else b).write(b".")
-            (inbox / names[0]).write_bytes(b"not audio")
-            (inbox / "later").mkdir()
-            shutil.copy(inbox / names[0], inbox / names[1])
-        finally:
-            d.signal(signal.SIGCONT)
+
+    def make() -> None:
+        (inbox / names[0]).write_bytes(b"not audio")
+        (inbox / "later").mkdir()
+        shutil.copy(inbox / names[0], inbox / names[1])
+
+    lose_inotify_events(d, inbox, make)
     d.wait_for(lambda: "Inotify queue overflowed" in d.log.read_text(), 60, "the overflow")
     d.wait_for(lambda: {j["rel_path"] for j in d.get("/jobs")["jobs"]} >= set(names), 60,
                "the lost files admitted")

@@ -26,7 +26,7 @@ import pytest
 from daemon import journal as journal_module
 from daemon.journal import FINAL_STATES, Identity, Journal, record_written
 from testkit import oracle
-from testkit.daemon import DaemonProcess
+from testkit.daemon import DaemonProcess, lose_inotify_events
 from testkit.disks import fill, small_tmpfs
 from testkit.media import copy_slowly
 
@@ -140,23 +140,15 @@ def test_events_lost_while_the_watcher_was_stopped_are_found_by_the_rescan(
     them, the new media files included, and says only "overflow". No event ever names them;
     the periodic rescan (rescan_seconds) must find them."""
     inbox = tmp_path / "inbox"
-    noise = [inbox / "noise-a.txt", inbox / "noise-b.txt"]  # not media: never candidates
-    inbox.mkdir()
-    for path in noise:
-        path.touch()
     d = daemon_factory(watch={"mode": "events", "rescan_seconds": 3.0}).start()
-    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
     names = ["lost1.wav", "later/lost2.wav"]
-    with open(noise[0], "ab", buffering=0) as a, open(noise[1], "ab", buffering=0) as b:
-        d.signal(signal.SIGSTOP)
-        try:
-            for n in range(limit + 1000):  # alternating files: inotify merges no two of these
-                (a if n % 2 else b).write(b".")
-            shutil.copy(short_wav, inbox / names[0])
-            (inbox / "later").mkdir()
-            shutil.copy(short_wav, inbox / names[1])
-        finally:
-            d.signal(signal.SIGCONT)
+
+    def make() -> None:
+        shutil.copy(short_wav, inbox / names[0])
+        (inbox / "later").mkdir()
+        shutil.copy(short_wav, inbox / names[1])
+
+    lose_inotify_events(d, inbox, make)
     d.wait_for(lambda: "Inotify queue overflowed" in d.log.read_text(), 60,
                "the kernel to report lost events")
     finished(d, names)
