@@ -30,7 +30,7 @@ from .config import Config, LiveConfig, WatchConfig
 from .monitor import Lifecycle
 from .naming import normalize
 from .progress import Degradations
-from .watcher import Settled, Watcher, choose_mode
+from .watcher import Settled, Watcher
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +209,7 @@ class LibraryWatchers:
         for name, run in list(self._running.items()):
             if wanted.get(name) == run.lib:
                 if run.watcher is not None:
-                    run.watcher.reconfigure(dataclasses.replace(run.lib.watch,
-                                                                mode=run.watcher.mode))
+                    run.watcher.reconfigure(run.lib.watch)
                 continue
             if run.watcher is not None:
                 run.watcher.pause()
@@ -229,13 +228,13 @@ class LibraryWatchers:
         self._running[lib.name] = Running(lib, task)
 
     async def _watch(self, lib: Library) -> None:
-        """Choose the library's watch mode in the daemon's threads (`auto` resolves the path
-        and reads /proc/mounts: on a NAS that hangs, that would hold the event loop and every
-        request with it), then build its watcher and run it until canceled."""
-        mode = await self._blocking(choose_mode, lib.watch.mode, lib.root)
+        """Build the library's watcher and run it until canceled. What `auto` resolves to is
+        the watcher's to find, in the daemon's threads, at its first look at the folder and
+        whenever a share is mounted over it or unmounted (on a NAS that hangs, resolving the
+        path would hold the event loop and every request with it)."""
         run = self._running.get(lib.name)
         if run is None or run.task is not asyncio.current_task():
-            return  # replaced or removed meanwhile (its task is canceled too)
+            return  # replaced or removed before it ran (its task is canceled too)
 
         async def admit(item: Settled) -> None:
             await self._intake.admit(dataclasses.replace(item, rel_path=lib.key(item.rel_path)))
@@ -243,10 +242,9 @@ class LibraryWatchers:
         def is_known(rel_path: str, st: os.stat_result) -> bool:
             return self._intake.is_known(lib.key(rel_path), st)
 
-        run.watcher = Watcher(lib.root, dataclasses.replace(lib.watch, mode=mode), is_known,
-                              admit, self._blocking)
+        run.watcher = Watcher(lib.root, lib.watch, is_known, admit, self._blocking)
         log.info("library %r: watching %r (%s mode), subtitles %s", lib.name, str(lib.root),
-                 mode, "beside the media" if lib.output == "sidecar"
+                 lib.watch.mode, "beside the media" if lib.output == "sidecar"
                  else f"in {str(lib.outbox_root(self._live.current))!r}")
         await run.watcher.run()
 
@@ -257,7 +255,7 @@ class LibraryWatchers:
             for name, run in list(self._running.items()):
                 watcher = run.watcher
                 if watcher is None:
-                    continue  # its mode is still being chosen
+                    continue  # its task has not run yet
                 if watcher.state in ("unavailable", "degraded") or watcher.scans_failing():
                     reason = watcher.last_error or f"watcher {watcher.state}"
                     degradations.report(_component(name), f"{_component(name)} "

@@ -69,22 +69,27 @@ class Watcher:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.inbox = inbox
         self.cfg = cfg
-        self.mode = choose_mode(cfg.mode, inbox)
         # where blocking calls (stats and walks of a share that may hang) run: the daemon's own
         # executor, so a stop can see them and leave without waiting on a dead NFS server
         self._blocking = blocking
         self._settler = Settler(inbox, cfg.settle_seconds, clock)
         self._schedule = ScanSchedule(clock)
-        self._scanner = Scanner(inbox, is_known, clock, polls=self.mode == "poll")
+        self._scanner = Scanner(inbox, is_known, clock)
         problems = Problems()
         self._admission = Admission(self._settler, problems, admit, blocking)
         self._rescan_now = asyncio.Event()
         self._changes = Changes(inbox, cfg, self._rescan_now, clock)
         self._os_watch = OsWatch(inbox, self._changes.hint, self._changes.lost)
-        self._walks = Walks(inbox, self.mode, self._scanner, self._schedule, self._settler,
+        self._walks = Walks(inbox, cfg.mode, self._scanner, self._schedule, self._settler,
                             problems, self._os_watch, blocking, self._rescan_now)
         self._problems = problems
         self.first_scan_done = self._walks.first_done
+
+    @property
+    def mode(self) -> str:
+        """events or poll: the setting, or what `auto` resolved to for the inbox's filesystem
+        (`auto` until the first look at it)."""
+        return self._walks.mode
 
     @property
     def state(self) -> str:

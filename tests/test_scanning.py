@@ -15,6 +15,7 @@ import os
 import shutil
 import stat
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +26,7 @@ from test_watcher import FrozenClock, Seen, stop_watcher
 from daemon.config import WatchConfig
 from daemon.watcher import Settler, Watcher, scan_files
 from testkit.daemon import DaemonProcess, lose_inotify_events, wait_until
+from testkit.disks import small_tmpfs
 
 
 class Listings:
@@ -322,6 +324,67 @@ def test_lost_events_ask_for_a_rescan_at_once(daemon_factory: Any, tmp_path: Pat
     d.wait_for(lambda: {j["rel_path"] for j in d.get("/jobs")["jobs"]} >= set(names), 60,
                "the lost files admitted")
     assert d.status()["watcher"]["scans"] >= 2
+
+
+def test_a_share_mounted_over_the_inbox_after_the_start_is_watched_not_left_to_the_rescan(
+        daemon_factory: Any, tmp_path: Path) -> None:
+    """A share mounted over the inbox after the daemon started (a unit without
+    RequiresMountsFor=, a NAS that came up late): the OS watch set on the folder beneath sees
+    nothing of it. The daemon notices that the inbox is on another filesystem now, walks it and
+    watches it, so files dropped there are found in seconds, not at the next periodic rescan
+    (an hour away here); the same once the share is unmounted again."""
+    inbox = tmp_path / "inbox"
+    d: DaemonProcess = daemon_factory(watch={"mode": "events", "rescan_seconds": 3600.0},
+                                      models={"preload": []}).start()
+
+    def admitted() -> set[str]:
+        return {j["rel_path"] for j in d.get("/jobs")["jobs"]}
+
+    with small_tmpfs(inbox):
+        (inbox / "on-share.wav").write_bytes(b"not audio")  # found by the walk of the new mount
+        d.wait_for(lambda: "on-share.wav" in admitted(), 30, "the share's file admitted")
+        (inbox / "later").mkdir()  # found by the watch on the new mount (no walk is due)
+        (inbox / "later" / "dropped.wav").write_bytes(b"not audio")
+        d.wait_for(lambda: "later/dropped.wav" in admitted(), 30, "a file dropped on the share")
+    (inbox / "after-unmount.wav").write_bytes(b"not audio")
+    d.wait_for(lambda: "after-unmount.wav" in admitted(), 30, "a file dropped after unmounting")
+    assert "another filesystem" in d.log.read_text()
+    assert d.status()["watcher"]["state"] == "watching"
+
+
+async def test_auto_mode_follows_a_share_mounted_over_the_inbox_and_is_chosen_off_the_loop(
+        tmp_path: Path, seen: Seen, monkeypatch: pytest.MonkeyPatch) -> None:
+    """watch.mode = "auto": a network share mounted over the inbox after the start turns the
+    watcher to polling (inotify sees no change made on another machine), and unmounting it
+    turns it back to events. The filesystem is looked up (realpath, /proc/mounts: what a NAS
+    that hangs can block) in a thread, never on the loop. The share here is a tmpfs that the
+    lookup reports as NFS: this machine has no NFS server."""
+    from daemon.discovery import mode as mode_module
+
+    real, inbox = mode_module.filesystem_type, tmp_path / "inbox"
+    asked_on: set[threading.Thread] = set()
+
+    def looked_up(path: Path) -> str:
+        asked_on.add(threading.current_thread())
+        fstype = real(path)
+        return "nfs4" if fstype == "tmpfs" else fstype
+
+    monkeypatch.setattr(mode_module, "filesystem_type", looked_up)
+    inbox.mkdir()
+    cfg = WatchConfig(mode="auto", settle_seconds=0.1, poll_interval=0.3, rescan_seconds=3600)
+    watcher = Watcher(inbox, cfg, seen.is_known, seen.admit)
+    assert not asked_on  # nothing looked up before the loop runs
+    task = await started(watcher)
+    assert watcher.mode == "events"
+    with small_tmpfs(inbox):
+        await wait_until(lambda: watcher.mode == "poll", 20, "polling the share")
+        (inbox / "on-share.mkv").write_bytes(b"s")
+        await all_admitted(seen, ["on-share.mkv"])
+    await wait_until(lambda: watcher.mode == "events", 20, "events again, unmounted")
+    (inbox / "local.mkv").write_bytes(b"l")
+    await all_admitted(seen, ["local.mkv"])
+    await stop_watcher(task)
+    assert asked_on and threading.current_thread() not in asked_on
 
 
 # ---------------------------------------------------------------------------- settling

@@ -42,12 +42,11 @@ class ScanStats:
 
 class Scanner:
     def __init__(self, inbox: Path, is_known: IsKnown,
-                 clock: Callable[[], float] = time.monotonic, polls: bool = False) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.inbox = inbox
         self.stats = ScanStats()
         self._is_known = is_known
-        # only poll walks reuse listings: in events mode every walk is a full rescan
-        self._times = FolderTimes(polls and times_are_kept(inbox), clock)
+        self._times = FolderTimes(False, clock)  # until reuse_listings() says otherwise
         self._known: dict[str, tuple[int, int, int]] = {}  # rel path → stat the journal knew
 
     def walk(self, cfg: WatchConfig, everything: bool) -> ScanResult:
@@ -71,6 +70,13 @@ class Scanner:
         self.stats.folder_scans += 1
         self.stats.folders_listed += result.folders
         return result
+
+    def reuse_listings(self, polls: bool) -> None:
+        """Only poll walks reuse listings (in events mode every walk is a full rescan), and
+        only where the filesystem moves a folder's times on every change. Blocking: it reads
+        /proc/mounts. Everything is asked about again: the filesystem may be another one."""
+        self._times.enabled = polls and times_are_kept(self.inbox)
+        self.forget()
 
     def forget(self) -> None:
         """Ask about every file, and list every folder, at the next walk (the share was away:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from ..config import WatchConfig
+from .mode import choose_mode
 from .oswatch import OsWatch
 from .scanner import Scanner
 from .schedule import Problems, ScanSchedule
@@ -25,11 +27,13 @@ class Walks:
                  settler: Settler, problems: Problems, os_watch: OsWatch,
                  blocking: Callable[..., Awaitable[Any]], rescan_now: asyncio.Event) -> None:
         self.inbox = inbox
-        self.mode = mode
+        self.setting = mode  # events, poll or auto: what `mode` follows the filesystem from
+        self.mode = mode  # events or poll once the inbox was first looked at
         self.state = "starting"
         self.last_error: str | None = None
         self.root_missing = False
         self.first_done = asyncio.Event()
+        self._device: int | None = None  # st_dev of the inbox at the last look
         self._scanner = scanner
         self._schedule = schedule
         self._settler = settler
@@ -79,10 +83,11 @@ class Walks:
 
     async def _walk(self, cfg: WatchConfig, everything: bool) -> ScanResult:
         try:
-            await self._blocking(self.inbox.stat)
+            st = await self._blocking(self.inbox.stat)
         except OSError:
             self.root_missing = True  # the root check rescans at once when it is back
             raise
+        await self._follow_filesystem(st)
         # The observer starts before the walk: a file created during the walk then shows up as
         # an event or in the walk, never in neither. Poll mode has none: its walks are the watch.
         if self.mode == "events" and not self._os_watch.running:
@@ -101,7 +106,7 @@ class Walks:
         """One stat of the inbox per tick: a share that unmounts is noticed within a second,
         and one that comes back is walked at once (and every file asked about again)."""
         try:
-            await self._blocking(self.inbox.stat)
+            st = await self._blocking(self.inbox.stat)
         except OSError as exc:
             self.root_missing = True
             await self.unavailable(exc)
@@ -110,7 +115,27 @@ class Walks:
             self.root_missing = False
             self._scanner.forget()
             self._schedule.now()
+        if await self._follow_filesystem(st):
+            self._schedule.now()
         return True
+
+    async def _follow_filesystem(self, st: os.stat_result) -> bool:
+        """At the first look, and whenever the inbox's device changes (a share mounted over
+        it after the start, or unmounted from under it): the mode `auto` resolves to, and
+        whether folder times can be trusted, follow the filesystem, and an OS watch set on
+        the old one sees nothing of the new. Resolving the path and reading /proc/mounts may
+        hang on a NAS: in the daemon's threads, never before the loop runs. True if the
+        inbox moved to another filesystem since the last look."""
+        if st.st_dev == self._device:
+            return False
+        moved, self._device = self._device is not None, st.st_dev
+        self.mode = await self._blocking(choose_mode, self.setting, self.inbox)
+        await self._blocking(self._scanner.reuse_listings, self.mode == "poll")
+        if moved:
+            log.info("inbox %r is on another filesystem now (a share mounted or unmounted); "
+                     "walking and watching it anew (%s mode)", str(self.inbox), self.mode)
+            await self._blocking(self._os_watch.stop)
+        return moved
 
     async def unavailable(self, exc: OSError) -> None:
         if self.state != "unavailable":
