@@ -393,7 +393,9 @@ def test_a_2000_file_library_is_admitted_while_healthz_answers(tmp_path: Path,
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _healthz(base) is not None, 60, "the daemon's HTTP server")
+        # ready: /healthz says "starting" (503) from the HTTP server's start until the inbox's
+        # first scan is done; the library's scan runs on meanwhile and after
+        wait_for(lambda: _healthz(base) == 200, 60, "the daemon ready")
         ready = time.monotonic()
         latencies, polls = [], 0
         while True:
