@@ -27,7 +27,7 @@ class Walks:
                  settler: Settler, problems: Problems, os_watch: OsWatch,
                  blocking: Callable[..., Awaitable[Any]], rescan_now: asyncio.Event) -> None:
         self.inbox = inbox
-        self.setting = mode  # events, poll or auto: what `mode` follows the filesystem from
+        self._setting = mode  # events, poll or auto: what `mode` follows the filesystem from
         self.mode = mode  # events or poll once the inbox was first looked at
         self.state = "starting"
         self.last_error: str | None = None
@@ -111,11 +111,10 @@ class Walks:
             self.root_missing = True
             await self.unavailable(exc)
             return False
-        if self.root_missing:
-            self.root_missing = False
+        back, self.root_missing = self.root_missing, False
+        if back:
             self._scanner.forget()
-            self._schedule.now()
-        if await self._follow_filesystem(st):
+        if await self._follow_filesystem(st) or back:
             self._schedule.now()
         return True
 
@@ -129,7 +128,7 @@ class Walks:
         if st.st_dev == self._device:
             return False
         moved, self._device = self._device is not None, st.st_dev
-        self.mode = await self._blocking(choose_mode, self.setting, self.inbox)
+        self.mode = await self._blocking(choose_mode, self._setting, self.inbox)
         await self._blocking(self._scanner.reuse_listings, self.mode == "poll")
         if moved:
             log.info("inbox %r is on another filesystem now (a share mounted or unmounted); "
