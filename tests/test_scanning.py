@@ -93,6 +93,17 @@ async def started(watcher: Watcher) -> asyncio.Task[None]:
     return task
 
 
+async def walked(watcher: Watcher, clock: FrozenClock, seconds: float) -> None:
+    """Move the watcher's clock on by `seconds`, and wait until the walk that makes due has
+    ended as the watcher sees it: counted, and the next one scheduled. The count alone is not
+    enough: it moves in the walk's thread, before the loop schedules the next walk from the
+    clock, and a clock moved on again in between puts that next walk out of reach."""
+    before = watcher.scans
+    clock.now += seconds
+    await wait_until(lambda: watcher.scans > before and watcher.describe()["next_scan_in"] > 0,
+                     20, "a walk")
+
+
 async def all_admitted(seen: Seen, names: list[str]) -> None:
     await wait_until(lambda: set(names) <= set(seen.admitted), 30, f"{names} admitted")
 
@@ -173,10 +184,8 @@ async def test_poll_mode_lists_only_folders_whose_times_moved(tmp_path: Path,
     task = await started(watcher)
 
     async def walk(seconds: float = cfg.poll_interval) -> list[str]:
-        before = watcher.scans
         with Listings(inbox) as listed:
-            clock.now += seconds
-            await wait_until(lambda: watcher.scans > before, 20, "a walk")
+            await walked(watcher, clock, seconds)
         return listed.folders
 
     everything = sorted(["", *(f"Show {s:02d}" for s in range(4)),
@@ -248,9 +257,7 @@ async def test_poll_mode_asks_the_journal_only_about_new_or_changed_files(
     task = await started(watcher)
 
     async def walk() -> None:
-        before = watcher.scans
-        clock.now += cfg.poll_interval
-        await wait_until(lambda: watcher.scans > before, 20, "a walk")
+        await walked(watcher, clock, cfg.poll_interval)
 
     await walk()  # found by the first walk; settled since
     await all_admitted(seen, media)
